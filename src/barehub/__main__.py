@@ -1,0 +1,3 @@
+from barehub.cli import main
+
+raise SystemExit(main())

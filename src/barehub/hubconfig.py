@@ -1,0 +1,102 @@
+"""The hub configuration barehub owns, and the loader for jupyterhub_config.d/.
+
+The hub is started with ``jupyterhub -f <package>/jupyterhub_config.py``; that
+file only calls :func:`apply`. The base settings come first, then every
+``jupyterhub_config.d/*.py`` runs in lexicographic order, so the admin's files
+can override anything set here. Each file is compiled with its own path as the
+file name: a traceback names the file and line that failed.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Any
+
+from barehub import proxy, settings
+from barehub.layout import Layout
+
+
+class ConfigDError(Exception):
+    """A jupyterhub_config.d file failed; ``where`` is ``path:line``."""
+
+    def __init__(self, path: Path, line: int | None, summary: str, detail: str):
+        self.path = path
+        self.line = line
+        self.where = f"{path}:{line}" if line else str(path)
+        self.summary = summary
+        self.detail = detail
+        super().__init__(f"{self.where}: {summary}")
+
+
+def config_d_files(layout: Layout) -> list[Path]:
+    if not layout.config_d.is_dir():
+        return []
+    return sorted(p for p in layout.config_d.iterdir() if p.suffix == ".py" and p.is_file())
+
+
+def _failing_line(path: Path, exc: BaseException) -> int | None:
+    if isinstance(exc, SyntaxError) and exc.filename == str(path):
+        return exc.lineno
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == str(path):
+            line = frame.lineno  # innermost frame inside the admin's file
+    return line
+
+
+def run_config_d_file(path: Path, c: Any) -> None:
+    """Execute one config.d file against the config object ``c``."""
+    namespace = {
+        "c": c,
+        "get_config": lambda: c,
+        "__file__": str(path),
+        "__name__": "jupyterhub_config_d",
+    }
+    try:
+        source = path.read_text()
+        code = compile(source, str(path), "exec")
+        exec(code, namespace)
+    except Exception as e:
+        summary = f"{type(e).__name__}: {e}"
+        if isinstance(e, OSError) and e.filename == str(path):
+            summary = f"cannot read: {e.strerror}"
+        raise ConfigDError(path, _failing_line(path, e), summary, traceback.format_exc()) from e
+
+
+def load_config_d(layout: Layout, c: Any) -> list[Path]:
+    files = config_d_files(layout)
+    for path in files:
+        run_config_d_file(path, c)
+    return files
+
+
+def base_config(layout: Layout, c: Any) -> None:
+    """Set what barehub owns: state paths, the external traefik, no server cleanup."""
+    s = settings.load(layout.settings_file)
+    api_password = layout.proxy_api_password.read_text().strip()
+
+    c.JupyterHub.db_url = f"sqlite:///{layout.db_file}"
+    c.JupyterHub.cookie_secret_file = str(layout.cookie_secret)
+    c.JupyterHub.pid_file = str(layout.pid_file)
+    c.JupyterHub.bind_url = f"http://{proxy.proxy_config(layout, s).web_listen}"
+    c.JupyterHub.hub_bind_url = f"http://{s['hub.address']}:{s['hub.port']}"
+    if s["hub.public_url"]:
+        c.JupyterHub.public_url = s["hub.public_url"]
+    # Stopping or restarting the hub must never stop users' servers.
+    c.JupyterHub.cleanup_servers = False
+
+    c.JupyterHub.proxy_class = "barehub.traefik_proxy.BarehubProxy"
+    for trait, value in proxy.hub_proxy_settings(layout, s, api_password).items():
+        setattr(c.TraefikFileProviderProxy, trait, value)
+
+
+def apply(c: Any, base: str | Path | None) -> None:
+    if not base:
+        raise SystemExit(
+            "BAREHUB_BASE is not set. Start the hub with `systemctl start jupyterhub`, "
+            "or set BAREHUB_BASE=/opt/barehub (your base directory) in the environment."
+        )
+    layout = Layout.at(base)
+    base_config(layout, c)
+    load_config_d(layout, c)

@@ -1,0 +1,130 @@
+"""Where things live inside a barehub base directory.
+
+Every path is derived from the base directory that the caller passes in; nothing
+here is computed at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Names of the two systemd units barehub manages.
+HUB_UNIT = "jupyterhub.service"
+PROXY_UNIT = "jupyterhub-proxy.service"
+
+
+class NotABase(Exception):
+    """The directory exists but holds something other than a barehub base."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    base: Path
+
+    @classmethod
+    def at(cls, base: str | Path) -> "Layout":
+        return cls(Path(base).absolute())
+
+    # -- admin-owned (never rewritten by barehub once they exist) --------------
+    @property
+    def config_d(self) -> Path:
+        return self.base / "jupyterhub_config.d"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.base / "barehub.toml"
+
+    # -- environments ----------------------------------------------------------
+    @property
+    def envs(self) -> Path:
+        return self.base / "envs"
+
+    @property
+    def hub_link(self) -> Path:
+        """The active conda environment: a relative link to envs/<version>."""
+        return self.base / "hub"
+
+    def env(self, version: str) -> Path:
+        return self.envs / version
+
+    # -- state (mode 0700) -----------------------------------------------------
+    @property
+    def state(self) -> Path:
+        return self.base / "state"
+
+    @property
+    def cookie_secret(self) -> Path:
+        return self.state / "jupyterhub_cookie_secret"
+
+    @property
+    def proxy_api_password(self) -> Path:
+        return self.state / "proxy_api_password"
+
+    @property
+    def db_file(self) -> Path:
+        return self.state / "jupyterhub.sqlite"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state / "jupyterhub.pid"
+
+    @property
+    def proxy_state(self) -> Path:
+        """What traefik may see: its rules and its ACME storage, nothing else."""
+        return self.state / "proxy"
+
+    @property
+    def rules_dir(self) -> Path:
+        return self.proxy_state / "rules"
+
+    @property
+    def rules_file(self) -> Path:
+        return self.rules_dir / "jupyterhub.toml"
+
+    @property
+    def acme_dir(self) -> Path:
+        return self.proxy_state / "acme"
+
+    # -- generated (re-rendered on every install/upgrade) ----------------------
+    @property
+    def generated(self) -> Path:
+        return self.base / "generated"
+
+    @property
+    def hub_unit(self) -> Path:
+        return self.generated / HUB_UNIT
+
+    @property
+    def proxy_unit(self) -> Path:
+        return self.generated / PROXY_UNIT
+
+    @property
+    def traefik_toml(self) -> Path:
+        return self.generated / "traefik.toml"
+
+    # -- tests and checks -------------------------------------------------------
+    def looks_like_base(self) -> bool:
+        return self.settings_file.is_file() or self.config_d.is_dir()
+
+    def check_usable(self) -> None:
+        """Refuse a directory that exists but is not (yet) a barehub base.
+
+        A fresh installer run leaves only ``envs/<version>`` behind before the
+        post-install hook runs, so that (or an empty directory) is fine.
+        """
+        if not self.base.exists():
+            return
+        if not self.base.is_dir():
+            raise NotABase(f"{self.base} exists and is not a directory.")
+        if self.looks_like_base():
+            return
+        foreign = sorted(p.name for p in self.base.iterdir() if p.name not in {"envs", "hub"})
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise NotABase(
+                f"{self.base} exists but is not a barehub base (it has no barehub.toml "
+                f"and holds: {shown}).\n"
+                "Choose an empty or new directory: set BAREHUB_BASE=/path/to/new/base "
+                "for the installer, or pass --base to `barehub install`."
+            )

@@ -1,0 +1,76 @@
+"""Rendering the jinja2 templates shipped in barehub/templates, and writing files safely."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from importlib.resources import files
+from pathlib import Path
+
+import jinja2
+
+
+def templates_dir() -> Path:
+    """Templates ship inside the package; a source checkout keeps them at the top."""
+    packaged = Path(str(files("barehub"))) / "templates"
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2] / "templates"
+    if checkout.is_dir():
+        return checkout
+    raise FileNotFoundError(f"barehub templates not found in {packaged} or {checkout}")
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def render(name: str, **context: object) -> str:
+    return environment().get_template(name).render(**context)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Replace ``path`` with ``text`` in one rename; return True when the content changed.
+
+    The temporary file gets its final mode before any byte is written, so a
+    secret is never readable by others, even for an instant.
+    """
+    try:
+        if path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return True
+
+
+def ensure_secret(path: Path, nbytes: int = 32) -> bool:
+    """Create a random hex secret (mode 600) unless one exists; never overwrite."""
+    if path.exists():
+        if path.stat().st_size == 0:
+            raise ValueError(f"{path} is empty. Delete it and run `barehub install` again to make a new one.")
+        return False
+    write_atomic(path, secrets.token_hex(nbytes) + "\n", mode=0o600)
+    return True

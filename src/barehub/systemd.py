@@ -1,0 +1,61 @@
+"""Talking to systemd: is it there, link/enable/start the units, and their state."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+
+def systemctl_path() -> str:
+    return shutil.which("systemctl") or "/usr/bin/systemctl"
+
+
+def is_running(root: Path = Path("/")) -> bool:
+    """True when systemd is PID 1 (the check sd_booted() makes)."""
+    return (root / "run/systemd/system").is_dir()
+
+
+class SystemdError(Exception):
+    pass
+
+
+def systemctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = [systemctl_path(), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()
+        raise SystemdError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {detail}")
+    return proc
+
+
+def unit_state(unit: str) -> tuple[str, str]:
+    """(enabled-state, active-state) of a unit, e.g. ("enabled", "active")."""
+    enabled = systemctl("is-enabled", unit, check=False).stdout.strip() or "not-found"
+    active = systemctl("is-active", unit, check=False).stdout.strip() or "unknown"
+    return enabled, active
+
+
+def main_pid(unit: str) -> int:
+    out = systemctl("show", "--property=MainPID", "--value", unit, check=False).stdout.strip()
+    return int(out or 0)
+
+
+def link_and_enable(unit_files: list[Path]) -> None:
+    """Make systemd know the unit files where they are (in the base) and enable them.
+
+    `systemctl link` puts a symlink in /etc/systemd/system; `systemctl disable`
+    removes it again, so `disable` plus `rm -rf` of the base leaves nothing behind.
+    """
+    for path in unit_files:
+        current = Path("/etc/systemd/system") / path.name
+        if current.is_symlink() and Path(current.readlink()) == path:
+            continue
+        if current.exists() and not current.is_symlink():
+            raise SystemdError(
+                f"{current} exists and is not barehub's. Move it away, then run the installer again."
+            )
+        # --force replaces a stale link (an older base at another path)
+        systemctl("link", *(["--force"] if current.is_symlink() else []), str(path))
+    systemctl("daemon-reload")
+    systemctl("enable", *(p.name for p in unit_files))

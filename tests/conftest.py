@@ -1,0 +1,58 @@
+"""Fixtures: the pinned hub environment reproduced from the PyPI lock, offline."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO
+
+WHEELS = REPO / "build" / "wheels"
+LOCK = REPO / "construct" / "pypi.lock"
+SINGLEUSER = REPO / "tests" / "singleuser-requirements.txt"
+
+
+def require_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (creates system users and runs the hub as root); run `sudo make test`")
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> Path:
+    """build/wheels: every pinned wheel plus barehub's; `make wheels` fills it."""
+    if not any(WHEELS.glob("barehub-*.whl")):
+        print("build/wheels is empty: running `make wheels` (downloads the pinned environment once)")
+        subprocess.run(["make", "-C", str(REPO), "wheels"], check=True)
+    return WHEELS
+
+
+@pytest.fixture(scope="session")
+def scratch():
+    """A world-readable scratch dir: users' servers must be able to run the env's python.
+
+    pytest's own tmp dirs are mode 700, which breaks that (see the field notes).
+    """
+    d = Path(tempfile.mkdtemp(prefix="barehub-tests-", dir="/var/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def make_env(prefix: Path, wheels: Path, *, singleuser: bool = True) -> Path:
+    """A venv from /usr/bin/python3 at prefix, installed offline from the wheelhouse."""
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(prefix)], check=True)
+    reqs = ["-r", str(LOCK)]
+    if singleuser:
+        reqs += ["-r", str(SINGLEUSER)]
+    barehub_wheel = max(wheels.glob("barehub-*.whl"))
+    subprocess.run(
+        [str(prefix / "bin/pip"), "install", "--quiet", "--disable-pip-version-check", "--no-index",
+         "--find-links", str(wheels), *reqs, str(barehub_wheel)],
+        check=True,
+    )
+    return prefix

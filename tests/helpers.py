@@ -1,0 +1,141 @@
+"""Small helpers shared by the tests: units, ports, waiting, processes."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def version() -> str:
+    ns: dict[str, str] = {}
+    exec((REPO / "src/barehub/__init__.py").read_text(), ns)
+    return ns["__version__"]
+
+
+def parse_unit(path: Path) -> dict[str, list[str]]:
+    """Key -> list of values of a systemd unit file (all sections merged)."""
+    out: dict[str, list[str]] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, _, value = line.partition("=")
+        out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def unit_command(path: Path) -> tuple[list[str], dict[str, str], str | None, str | None]:
+    """(argv of ExecStart, Environment=, WorkingDirectory=, User=) as systemd would run them."""
+    unit = parse_unit(path)
+    (exec_start,) = unit["ExecStart"]
+    env = {}
+    for assignment in unit.get("Environment", []):
+        for item in shlex.split(assignment):
+            k, _, v = item.partition("=")
+            env[k] = v
+    wd = unit.get("WorkingDirectory", [None])[0]
+    user = unit.get("User", [None])[0]
+    return shlex.split(exec_start), env, wd, user
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as e:  # noqa: BLE001 - retried until the deadline
+            last_exc = e
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+class Proc:
+    """A child process in its own session, stopped (and its group killed) on exit."""
+
+    def __init__(self, argv, *, env=None, cwd=None, log: Path, name: str):
+        self.name = name
+        self.log = log
+        self._logf = open(log, "ab")
+        self.p = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self._logf, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def stop(self, timeout: float = 30, group: bool = False) -> int | None:
+        """SIGTERM the process (only it, like KillMode=process), then SIGKILL after timeout."""
+        if self.alive():
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        if group:
+            try:
+                os.killpg(self.p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._logf.close()
+        return self.p.returncode
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return ""
+
+
+def constructor_env(prefix: Path, version: str, *, installer_path: str = "", force: bool = False,
+                    extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment constructor 3.16's .sh installer gives post_install (batch mode).
+
+    It unsets LD_LIBRARY_PATH, LD_PRELOAD and CONDARC, and sets these variables.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in {"LD_LIBRARY_PATH", "LD_PRELOAD", "CONDARC"}}
+    env = {k: v for k, v in env.items() if not k.startswith("BAREHUB_")}
+    env.update(
+        PREFIX=str(prefix),
+        INSTALLER_NAME="barehub",
+        INSTALLER_VER=version,
+        INSTALLER_PLAT="linux-64",
+        INSTALLER_TYPE="SH",
+        INSTALLER_PATH=installer_path or f"/tmp/barehub-{version}-Linux-x86_64.sh",
+        INSTALLER_UNATTENDED="1",
+        FORCE="1" if force else "0",
+    )
+    env.update(extra or {})
+    return env
+
+
+def run_post_install(prefix: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run post_install.sh as constructor does: bash, `set -eu`, cwd $PREFIX."""
+    script = REPO / "post_install" / "post_install.sh"
+    return subprocess.run(["/bin/bash", "-eu", str(script)], cwd=prefix, env=env,
+                          capture_output=True, text=True, timeout=300)
