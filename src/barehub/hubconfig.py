@@ -46,17 +46,12 @@ def _failing_line(path: Path, exc: BaseException) -> int | None:
 
 
 def run_config_d_file(path: Path, c: Any) -> None:
-    """Execute one config.d file against the config object ``c``."""
-    namespace = {
-        "c": c,
-        "get_config": lambda: c,
-        "__file__": str(path),
-        "__name__": "jupyterhub_config_d",
-    }
+    """Execute one config.d file against the config object ``c``.
+
+    Raises ConfigDError, chained to the original exception.
+    """
     try:
-        source = path.read_text()
-        code = compile(source, str(path), "exec")
-        exec(code, namespace)
+        _exec_file(path, c)
     except Exception as e:
         summary = f"{type(e).__name__}: {e}"
         if isinstance(e, OSError) and e.filename == str(path):
@@ -64,10 +59,37 @@ def run_config_d_file(path: Path, c: Any) -> None:
         raise ConfigDError(path, _failing_line(path, e), summary, traceback.format_exc()) from e
 
 
-def load_config_d(layout: Layout, c: Any) -> list[Path]:
+def _exec_file(path: Path, c: Any) -> None:
+    namespace = {
+        "c": c,
+        "get_config": lambda: c,
+        "__file__": str(path),
+        "__name__": "jupyterhub_config_d",
+    }
+    code = compile(path.read_text(), str(path), "exec")
+    exec(code, namespace)
+
+
+def load_config_d(layout: Layout, c: Any, *, wrap: bool = True) -> list[Path]:
+    """Run every config.d file in order.
+
+    With wrap=False (inside the hub) the original exception propagates, so the
+    hub's own traceback shows the admin's file and line, with a note naming it.
+    """
     files = config_d_files(layout)
     for path in files:
-        run_config_d_file(path, c)
+        if wrap:
+            run_config_d_file(path, c)
+            continue
+        try:
+            _exec_file(path, c)
+        except Exception as e:
+            line = _failing_line(path, e)
+            e.add_note(
+                f"barehub: the error is in {path}{f':{line}' if line else ''}. "
+                "Fix that file, check it with `barehub check`, then `systemctl restart jupyterhub`."
+            )
+            raise
     return files
 
 
@@ -99,4 +121,4 @@ def apply(c: Any, base: str | Path | None) -> None:
         )
     layout = Layout.at(base)
     base_config(layout, c)
-    load_config_d(layout, c)
+    load_config_d(layout, c, wrap=False)

@@ -1,0 +1,79 @@
+# barehub developer entry points. See README.md.
+SHELL := /bin/bash
+PY ?= /usr/bin/python3
+BUILD := build
+VENV := .venv-test
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/barehub/__init__.py)
+
+.PHONY: help test test-deps wheels channel installer lint clean
+
+help:
+	@echo "make test       install what the tests need, then run them all"
+	@echo "make lock       regenerate construct/pypi.lock from its roots"
+	@echo "make channel    build the barehub conda package offline into $(BUILD)/channel"
+	@echo "make installer  build the constructor installer (needs constructor + conda-forge)"
+	@echo "make wheels     download the pinned hub environment as wheels into $(BUILD)/wheels"
+
+channel:
+	@# Tool venv from $(PY) with the pinned rattler tools; pip runs only when they are missing.
+	@test -x $(BUILD)/tools-venv/bin/python || $(PY) -m venv $(BUILD)/tools-venv
+	@$(BUILD)/tools-venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("py-rattler-build") != "0.73.0" or m.version("py-rattler") != "0.28.0")' 2>/dev/null \
+	  || $(BUILD)/tools-venv/bin/python -m pip install --quiet --disable-pip-version-check py-rattler-build==0.73.0 py-rattler==0.28.0
+	@# Always rebuilds (sub-second): the channel always matches the current sources.
+	$(BUILD)/tools-venv/bin/python scripts/build_channel.py --channel $(BUILD)/channel
+
+# Wheels of everything in construct/pypi.lock (binary only, for this machine's
+# CPython and platform) plus barehub's own wheel. Once all are there, pip
+# finds them offline in $(BUILD)/wheels and downloads nothing.
+wheels:
+	@mkdir -p $(BUILD)/wheels
+	@$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+	    --no-index --find-links $(BUILD)/wheels --dest $(BUILD)/wheels -r construct/pypi.lock 2>/dev/null \
+	  || $(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+	    --dest $(BUILD)/wheels -r construct/pypi.lock
+	@# test-only single-user server (jupyter_server), constrained by the lock
+	@$(PY) -m pip download --quiet --disable-pip-version-check --only-binary=:all: --no-index \
+	    --find-links $(BUILD)/wheels --dest $(BUILD)/wheels -c construct/pypi.lock -r tests/singleuser-requirements.txt 2>/dev/null \
+	  || $(PY) -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+	    --dest $(BUILD)/wheels -c construct/pypi.lock -r tests/singleuser-requirements.txt
+	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir $(BUILD)/wheels .
+
+# constructor is only on conda-forge, which dev machines and CI cannot reach:
+# without it, stop at once with one line rather than build something else.
+installer:
+	$(if $(shell command -v constructor 2>/dev/null),,$(error make installer: constructor is not on PATH and only conda-forge ships it - not reachable here. Get it with 'conda install -c conda-forge constructor' where conda-forge is reachable or build the installer in release CI))
+	$(MAKE) channel
+	BAREHUB_CHANNEL=$(abspath $(BUILD)/channel) constructor construct/ --output-dir $(BUILD)/installer
+
+# Regenerate construct/pypi.lock from its `# roots:` line in a fresh venv.
+.PHONY: lock
+lock:
+	rm -rf $(BUILD)/lock-venv
+	$(PY) -m venv $(BUILD)/lock-venv
+	roots=$$(sed -n 's/^# roots: //p' construct/pypi.lock) && test -n "$$roots" \
+	  && $(BUILD)/lock-venv/bin/pip install --quiet --disable-pip-version-check $$roots \
+	  && { grep '^#' construct/pypi.lock; $(BUILD)/lock-venv/bin/pip freeze; } > construct/pypi.lock.tmp \
+	  && mv construct/pypi.lock.tmp construct/pypi.lock
+	rm -rf $(BUILD)/lock-venv
+
+# What the tests need: Debian tools, the wheelhouse, and a test venv from
+# $(PY) (not a pyenv python under /root: users' servers must be able to run it).
+APT_PACKAGES := shellcheck systemd make
+test-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages: $$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "missing Debian packages (tests that need them will skip): $$missing"; fi; fi
+	$(MAKE) wheels
+	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	@echo "test venv: installing the locked hub environment and test tools"
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-index --find-links $(BUILD)/wheels \
+	    -r construct/pypi.lock -r tests/singleuser-requirements.txt
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+test: test-deps
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(BUILD) $(VENV)
