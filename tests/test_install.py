@@ -82,7 +82,7 @@ def test_fresh_install_creates_the_base(base):
     assert (base / "jupyterhub_config.d" / "10-example.py.example").exists()
     assert not list((base / "jupyterhub_config.d").glob("*.py")), "the example must not be active"
     text = (base / "barehub.toml").read_text()
-    assert tomllib.loads(text) == {"proxy": {}, "hub": {}}, "defaults are documented, commented out"
+    assert tomllib.loads(text) == {"proxy": {}, "hub": {}, "https": {}}, "defaults are documented, commented out"
     # state: 0700, secrets 0600, 32 random bytes as hex
     assert stat.S_IMODE((base / "state").stat().st_mode) == 0o700
     secrets = {}
@@ -151,7 +151,8 @@ def test_rerun_keeps_admin_files_and_state_and_rerenders_generated(base):
 def test_settings_from_environment_on_first_install(base):
     r = install(base, "--no-start", env={"BAREHUB_PROXY_HTTP_PORT": "8443", "BAREHUB_HUB_PORT": "9081"})
     assert r.returncode == 0, r.stderr
-    assert tomllib.loads((base / "barehub.toml").read_text()) == {"proxy": {"http_port": 8443}, "hub": {"port": 9081}}
+    assert tomllib.loads((base / "barehub.toml").read_text()) == {
+        "proxy": {"http_port": 8443}, "hub": {"port": 9081}, "https": {}}
     assert settings.load(base / "barehub.toml")["proxy.http_port"] == 8443
     r = install(base, "--no-start", env={"BAREHUB_PROXY_HTTP_PORT": "9000"})
     assert "BAREHUB_* settings variables are ignored" in r.stdout

@@ -23,7 +23,7 @@ def test_values_written_at_install_time_are_active(tmp_path):
     text = initial_settings_text(Layout.at(tmp_path), {"proxy": {"http_port": 8000}, "hub": {"user": "jhub"}})
     s = settings.parse(text)
     assert s["proxy.http_port"] == 8000 and s["hub.user"] == "jhub"
-    assert tomllib.loads(text) == {"proxy": {"http_port": 8000}, "hub": {"user": "jhub"}}
+    assert tomllib.loads(text) == {"proxy": {"http_port": 8000}, "hub": {"user": "jhub"}, "https": {}}
 
 
 def test_invalid_toml_names_file_and_line():

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 import barehub
-from barehub import hubconfig, settings, systemd
-from barehub.install import InstallError, install
+from barehub import hubconfig, proxy, settings, systemd
+from barehub.install import (Context, InstallError, install, proxy_changes, render_units, validate_https,
+                             write_proxy_files)
 from barehub.layout import HUB_UNIT, PROXY_UNIT, Layout, NotABase
 
 
@@ -32,14 +33,21 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def check(layout: Layout, out=print) -> list[str]:
-    """Validate barehub.toml and load every config.d file; return the problems found."""
+    """Validate barehub.toml, the files it names and the proxy's ports, and load every
+    config.d file; return the problems found. Warnings and restart hints go to `out`."""
     from traitlets.config import Config
 
     problems = []
+    s = None
     try:
-        settings.load(layout.settings_file)
+        s = settings.load(layout.settings_file)
     except settings.SettingsError as e:
         problems.append(str(e))
+    if s is not None:
+        found = validate_https(layout, s, ports=True, strict=os.geteuid() == 0)
+        problems.extend(f"{layout.settings_file}: {p}" for p in found.problems)
+        for w in found.warnings:
+            out(f"warning: {layout.settings_file}: {w}")
     c = Config()
     if not problems and layout.proxy_api_password.exists():
         hubconfig.base_config(layout, c)
@@ -52,7 +60,39 @@ def check(layout: Layout, out=print) -> list[str]:
             break  # later files may depend on this one
     if not problems:
         out(f"ok: {layout.settings_file} and {len(files)} file(s) in {layout.config_d}/ load without errors")
+        for hint in pending(layout, s):
+            out(hint)
     return problems
+
+
+def pending(layout: Layout, s: settings.Settings) -> list[str]:
+    """What must be restarted (or re-installed) for barehub.toml to take effect."""
+    ctx = Context(layout, s, Path(sys.prefix))
+    hints = []
+    if layout.hub_unit.exists():
+        units = [p.name for p, text in render_units(ctx).items() if not p.exists() or p.read_text() != text]
+        if units:
+            hints.append(f"note: barehub.toml changes the systemd units ({', '.join(units)}): run "
+                         "`barehub install`, which re-renders them and restarts what changed")
+    if layout.traefik_toml.exists():
+        try:
+            changed = proxy_changes(ctx)
+        except OSError as e:  # a file only root may read, for a check by another user
+            changed = []
+            hints.append(f"note: cannot tell whether traefik's configuration is up to date ({e}); "
+                         "run `barehub check` as root")
+        if changed:
+            names = ", ".join(str(p.relative_to(layout.base)) for p in changed)
+            hints.append(f"note: barehub.toml changes traefik's configuration ({names}): apply it with "
+                         "`systemctl restart jupyterhub-proxy`")
+    running = hubconfig.applied(layout)
+    wanted = proxy.hub_facing(layout, s)
+    if running is not None and running != wanted:
+        what = "; ".join(f"{k} {running.get(k, '(unset)')} -> {wanted.get(k, '(unset)')}"
+                         for k in sorted(set(running) | set(wanted)) if running.get(k) != wanted.get(k))
+        hints.append(f"note: the hub must follow this change ({what}): restart both, proxy first: "
+                     "`systemctl restart jupyterhub-proxy jupyterhub`")
+    return hints
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -68,6 +108,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_render_proxy(args: argparse.Namespace) -> int:
+    """Run by jupyterhub-proxy.service before traefik starts (as root): apply barehub.toml."""
+    layout = Layout.at(args.base)
+    keep = (f"traefik keeps its last good configuration ({layout.traefik_toml}). Fix barehub.toml, "
+            "check it with `barehub check`, then `systemctl restart jupyterhub-proxy`.")
+    try:
+        s = settings.load(layout.settings_file)
+        found = validate_https(layout, s, ports=True)
+    except settings.SettingsError as e:
+        print(f"error: {e}\n{keep}", file=sys.stderr)
+        return 1
+    if found.problems:
+        for p in found.problems:
+            print(f"error: {layout.settings_file}: {p}", file=sys.stderr)
+        print(keep, file=sys.stderr)
+        return 1
+    for w in found.warnings:
+        print(f"warning: {layout.settings_file}: {w}", file=sys.stderr)
+    ctx = Context(layout, s, Path(sys.prefix))
+    for path, did in write_proxy_files(ctx).items():
+        if did:
+            print(f"{'removed' if not path.exists() else 'rendered'} {path}")
+    if layout.proxy_unit.exists() and layout.proxy_unit.read_text() != render_units(ctx)[layout.proxy_unit]:
+        print(f"warning: barehub.toml changes {layout.proxy_unit} itself: run `barehub install` to apply that",
+              file=sys.stderr)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     layout = Layout.at(args.base)
     rows = [("barehub", barehub.__version__), ("base", str(layout.base))]
@@ -76,6 +144,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         s = settings.load(layout.settings_file)
         rows.append(("public URL", settings.public_url(s, socket.getfqdn())))
+        mode = s["https.mode"]
+        ca = s["https.acme_directory"] or "Let's Encrypt"
+        detail = {"letsencrypt": f"certificates for {', '.join(s['https.domains'])} from {ca}",
+                  "manual": f"certificate {s['https.certificate']}"}.get(mode, "plain HTTP only")
+        rows.append(("https", f"{mode}: {detail}"))
     except settings.SettingsError as e:
         rows.append(("settings", f"INVALID: {e}"))
     if systemd.is_running():
@@ -103,6 +176,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     plan = []
     if systemd.is_running():
         plan.append(f"stop and disable {HUB_UNIT} and {PROXY_UNIT} (removes their links in /etc/systemd/system)")
+        plan.append("stop every user server the hub started")
     plan.append(f"delete {layout.base} (configuration, state and database included)")
     try:
         pwd.getpwnam(proxy_user)
@@ -119,8 +193,11 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
             return 1
     if systemd.is_running():
         systemd.systemctl("disable", "--now", HUB_UNIT, PROXY_UNIT, check=False)
+        killed = systemd.kill_leftovers(HUB_UNIT)
         systemd.systemctl("daemon-reload", check=False)
         print(f"removed units {HUB_UNIT}, {PROXY_UNIT}")
+        if killed:
+            print(f"stopped {len(killed)} user server process(es)")
     shutil.rmtree(layout.base)
     print(f"removed {layout.base}")
     if proxy_user:
@@ -146,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-start", action="store_true", help="write files only; start nothing")
     p.set_defaults(func=cmd_install)
     add("check", "validate barehub.toml and load jupyterhub_config.d/ without starting anything").set_defaults(func=cmd_check)
+    add("render-proxy", "re-render traefik's configuration from barehub.toml "
+        "(jupyterhub-proxy.service runs it before traefik starts)").set_defaults(func=cmd_render_proxy)
     add("status", "show the version, base, unit states and public URL").set_defaults(func=cmd_status)
     p = add("uninstall", "stop and remove the services, the base and the proxy user")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")

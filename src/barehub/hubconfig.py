@@ -9,11 +9,12 @@ file name: a traceback names the file and line that failed.
 
 from __future__ import annotations
 
+import json
 import traceback
 from pathlib import Path
 from typing import Any
 
-from barehub import proxy, settings
+from barehub import proxy, render, settings
 from barehub.layout import Layout
 
 
@@ -101,10 +102,13 @@ def base_config(layout: Layout, c: Any) -> None:
     c.JupyterHub.db_url = f"sqlite:///{layout.db_file}"
     c.JupyterHub.cookie_secret_file = str(layout.cookie_secret)
     c.JupyterHub.pid_file = str(layout.pid_file)
-    c.JupyterHub.bind_url = f"http://{proxy.proxy_config(layout, s).web_listen}"
+    # bind_url, public_url and the proxy's entry point come from one place
+    # (barehub.proxy), like traefik's configuration: https when HTTPS is on.
+    urls = proxy.hub_urls(layout, s)
+    c.JupyterHub.bind_url = urls["bind_url"]
     c.JupyterHub.hub_bind_url = f"http://{s['hub.address']}:{s['hub.port']}"
-    if s["hub.public_url"]:
-        c.JupyterHub.public_url = s["hub.public_url"]
+    if "public_url" in urls:
+        c.JupyterHub.public_url = urls["public_url"]
     # Stopping or restarting the hub must never stop users' servers.
     c.JupyterHub.cleanup_servers = False
 
@@ -121,4 +125,25 @@ def apply(c: Any, base: str | Path | None) -> None:
         )
     layout = Layout.at(base)
     base_config(layout, c)
+    record_applied(layout)
     load_config_d(layout, c, wrap=False)
+
+
+def record_applied(layout: Layout) -> None:
+    """Note what this hub takes from barehub.toml (URLs, entry point) for `barehub check`.
+
+    `barehub check` compares it with barehub.toml to say when, after a
+    change, the hub must be restarted too (not only the proxy).
+    """
+    s = settings.load(layout.settings_file)
+    try:
+        render.write_atomic(layout.hub_applied, json.dumps(proxy.hub_facing(layout, s), indent=1) + "\n", 0o644)
+    except OSError:
+        pass  # advisory only: never stop the hub for it
+
+
+def applied(layout: Layout) -> dict[str, str] | None:
+    try:
+        return json.loads(layout.hub_applied.read_text())
+    except (OSError, ValueError):
+        return None

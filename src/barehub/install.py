@@ -7,6 +7,7 @@ Everything that can be validated is validated before the first change.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import barehub
-from barehub import hubconfig, proxy, render, settings, systemd
+from barehub import hubconfig, proxy, render, settings, systemd, tls
 from barehub.layout import HUB_UNIT, PROXY_UNIT, Layout
 
 
@@ -28,11 +29,18 @@ class InstallError(Exception):
 
 
 def _toml_value(value: object) -> str:
-    return json.dumps(value) if isinstance(value, str) else str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, list)):
+        return json.dumps(value)  # a JSON string or list of strings is valid TOML
+    return str(value)
 
 
 def settings_from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, object]]:
-    """BAREHUB_<SECTION>_<KEY>=value, for unattended runs of the installer."""
+    """BAREHUB_<SECTION>_<KEY>=value, for unattended runs of the installer.
+
+    Lists are comma-separated: BAREHUB_HTTPS_DOMAINS=hub.example.org,www.hub.example.org
+    """
     out: dict[str, dict[str, object]] = {}
     for section, keys in settings.SCHEMA.items():
         for key, spec in keys.items():
@@ -45,6 +53,8 @@ def settings_from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, obj
                     value: object = int(raw)
                 except ValueError:
                     raise InstallError(f"{var}={raw!r} must be a whole number (default: {spec.default})") from None
+            elif spec.kind is list:
+                value = [item.strip() for item in raw.split(",") if item.strip()]
             else:
                 value = raw
             out.setdefault(section, {})[key] = value
@@ -87,7 +97,12 @@ class Context:
             ),
             "proxy": proxy.proxy_config(self.layout, s),
             "web_entrypoint": proxy.WEB_ENTRYPOINT,
+            "https_entrypoint": proxy.HTTPS_ENTRYPOINT,
             "api_entrypoint": proxy.API_ENTRYPOINT,
+            "hsts_name": proxy.HSTS_MIDDLEWARE,
+            "cipher_suites": proxy.CIPHER_SUITES,
+            "curves": proxy.CURVES,
+            "cert_fingerprint": "",
             "proxy_user": s["proxy.user"],
             "hub_user": s["hub.user"],
             "hub_unit": HUB_UNIT,
@@ -98,20 +113,101 @@ class Context:
         }
 
 
-def render_generated(ctx: Context) -> dict[Path, bool]:
-    """Render every generated file; return {path: changed}."""
+def render_units(ctx: Context) -> dict[Path, str]:
     layout = ctx.layout
     toml = str(layout.settings_file)
     outputs = {
         layout.hub_unit: ("jupyterhub.service.j2", f"{toml} or {layout.config_d}/"),
         layout.proxy_unit: ("jupyterhub-proxy.service.j2", toml),
-        layout.traefik_toml: ("traefik.toml.j2", toml),
     }
+    return {path: render.render(template, **ctx.as_dict(edit_instead)) for path, (template, edit_instead) in outputs.items()}
+
+
+def proxy_files(ctx: Context) -> dict[Path, tuple[str | None, int]]:
+    """Everything traefik reads that barehub.toml decides: {path: (text or None to remove, mode)}.
+
+    traefik.toml (static), barehub-tls.toml in the rules directory (TLS
+    options, HSTS, the manual certificate) and the copies traefik reads from
+    state/proxy/tls: a manual certificate and key, an ACME CA bundle. The
+    admin's files may be readable by root only; the copies are root-owned,
+    mode 640, group of the proxy user.
+    """
+    layout, s = ctx.layout, ctx.settings
+    p = proxy.proxy_config(layout, s)
+    toml = str(layout.settings_file)
+    out: dict[Path, tuple[str | None, int]] = {}
+    extra: dict[str, object] = {}
+    copies = {proxy.TLS_CERT: None, proxy.TLS_KEY: None, proxy.TLS_ACME_CA: None}
+    if p.manual:
+        cert = Path(s["https.certificate"]).read_text()
+        copies[proxy.TLS_CERT] = cert
+        copies[proxy.TLS_KEY] = Path(s["https.key"]).read_text()
+        extra["cert_fingerprint"] = hashlib.sha256(cert.encode()).hexdigest()
+    if p.letsencrypt and p.acme_ca_certificates:
+        copies[proxy.TLS_ACME_CA] = Path(p.acme_ca_certificates).read_text()
+    for name, text in copies.items():
+        out[layout.tls_dir / name] = (text, 0o640)
+    context = {**ctx.as_dict(toml), **extra}
+    out[layout.tls_rules_file] = (render.render("traefik-tls.toml.j2", **context) if p.https else None, 0o640)
+    out[layout.traefik_toml] = (render.render("traefik.toml.j2", **context), 0o644)
+    return out
+
+
+def write_proxy_files(ctx: Context) -> dict[Path, bool]:
+    """Write (or remove) the proxy's files; return {path: changed}.
+
+    The TLS copies and the TLS rules file are written before traefik.toml:
+    traefik.toml only refers to them, and the order keeps a running traefik
+    from watching a rules file that names missing files.
+    """
+    layout, s = ctx.layout, ctx.settings
+    proxy_user = s["proxy.user"]
     changed = {}
-    for path, (template, edit_instead) in outputs.items():
-        text = render.render(template, **ctx.as_dict(edit_instead))
-        changed[path] = render.write_atomic(path, text, 0o644)
+    for path, (text, mode) in proxy_files(ctx).items():
+        if text is None:
+            changed[path] = path.exists()
+            path.unlink(missing_ok=True)
+            continue
+        changed[path] = render.write_atomic(path, text, mode)
+        if mode == 0o640:
+            _chown(path, None, proxy_user)
     return changed
+
+
+def render_generated(ctx: Context) -> dict[Path, bool]:
+    """Render every generated file; return {path: changed}."""
+    changed = {path: render.write_atomic(path, text, 0o644) for path, text in render_units(ctx).items()}
+    changed.update(write_proxy_files(ctx))
+    return changed
+
+
+def proxy_changes(ctx: Context) -> list[Path]:
+    """The proxy's files that differ from what barehub.toml gives now (nothing is written)."""
+    out = []
+    for path, (text, _mode) in proxy_files(ctx).items():
+        try:
+            current: str | None = path.read_text()
+        except FileNotFoundError:
+            current = None
+        except OSError:
+            continue
+        if current != text:
+            out.append(path)
+    return out
+
+
+def validate_https(layout: Layout, current: settings.Settings, *, ports: bool, strict: bool = True) -> tls.Findings:
+    """Certificate, key and CA files named in [https], and (with ports=True) the proxy's ports.
+
+    strict=False (a check by a user other than root) reports files it may
+    not read as warnings: root, which copies them, is the one that must.
+    """
+    found = tls.check_files(current)
+    (found.problems if strict else found.warnings).extend(found.unreadable)
+    found.unreadable = []
+    if ports:
+        found.problems.extend(proxy.ports_in_use(layout, current))
+    return found
 
 
 def ensure_system_user(name: str, say: Callable[[str], None]) -> bool:
@@ -158,7 +254,7 @@ def switch_link(link: Path, target: Path) -> bool:
     return True
 
 
-def preflight(layout: Layout, prefix: Path, no_start: bool) -> settings.Settings | None:
+def preflight(layout: Layout, prefix: Path, no_start: bool, say: Callable[[str], None] = print) -> settings.Settings | None:
     """Everything that can fail before a change is made. Returns existing settings."""
     if os.geteuid() != 0 and not no_start:
         raise InstallError(
@@ -173,7 +269,22 @@ def preflight(layout: Layout, prefix: Path, no_start: bool) -> settings.Settings
         from traitlets.config import Config
 
         hubconfig.run_config_d_file(path, Config())
+    if current is not None:
+        check_https(layout, current, str(layout.settings_file), no_start, say)
     return current
+
+
+def check_https(layout: Layout, current: settings.Settings, source: str, no_start: bool,
+                say: Callable[[str], None]) -> None:
+    """Raise InstallError for bad HTTPS files or a taken port; say the warnings."""
+    # Ports matter only when something is started here.
+    found = validate_https(layout, current, ports=not no_start and systemd.is_running())
+    if found.problems:
+        raise InstallError("\n".join(f"{source}: {p}" for p in found.problems)
+                           + "\nNothing was changed. Fix barehub.toml (or the files it names), then run "
+                           "`barehub check`.")
+    for w in found.warnings:
+        say(f"warning: {source}: {w}")
 
 
 def install(
@@ -188,15 +299,19 @@ def install(
     layout = Layout.at(base)
     prefix = prefix.absolute()
     overrides = settings_from_environ(environ)
-    current = preflight(layout, prefix, no_start)
+    current = preflight(layout, prefix, no_start, say)
+    initial_text = None
+    if current is None:  # first install: BAREHUB_* variables are validated like the file
+        initial_text = initial_settings_text(layout, overrides)
+        source = f"{layout.settings_file} (from BAREHUB_* variables)"
+        current = settings.parse(initial_text, source)
+        check_https(layout, current, source, no_start, say)
 
     say(f"barehub {barehub.__version__}: installing into {layout.base} (environment {prefix})")
     _mkdir(layout.base, 0o755)
 
-    if current is None:
-        text = initial_settings_text(layout, overrides)
-        current = settings.parse(text, f"{layout.settings_file} (from BAREHUB_* variables)")
-        render.write_atomic(layout.settings_file, text, 0o644)
+    if initial_text is not None:
+        render.write_atomic(layout.settings_file, initial_text, 0o644)
         say(f"wrote {layout.settings_file} (defaults, commented)")
     elif overrides:
         say(f"{layout.settings_file} exists and is kept: BAREHUB_* settings variables are ignored. Edit the file instead.")
@@ -224,6 +339,8 @@ def install(
     _chown(layout.rules_dir, hub_user, proxy_user)
     _mkdir(layout.acme_dir, 0o700)
     _chown(layout.acme_dir, proxy_user, proxy_user)
+    _mkdir(layout.tls_dir, 0o750)  # copies of a manual certificate and key: the proxy group reads them
+    _chown(layout.tls_dir, None, proxy_user)
 
     if switch_link(layout.hub_link, prefix):
         say(f"{layout.hub_link} -> {os.readlink(layout.hub_link)}")
@@ -247,7 +364,7 @@ def install(
         return 0
 
     systemd.link_and_enable(units)
-    proxy_changed = changed[layout.proxy_unit] or changed[layout.traefik_toml]
+    proxy_changed = any(did for path, did in changed.items() if path != layout.hub_unit)
     if proxy_changed or systemd.unit_state(PROXY_UNIT)[1] != "active":
         say(f"(re)starting {PROXY_UNIT}")
         systemd.systemctl("restart", PROXY_UNIT)

@@ -83,8 +83,27 @@ class Layout:
         return self.rules_dir / "jupyterhub.toml"
 
     @property
+    def tls_rules_file(self) -> Path:
+        """traefik's TLS options, HSTS and manual certificates: rendered by barehub, not the hub."""
+        return self.rules_dir / "barehub-tls.toml"
+
+    @property
     def acme_dir(self) -> Path:
         return self.proxy_state / "acme"
+
+    @property
+    def acme_storage(self) -> Path:
+        return self.acme_dir / "acme.json"
+
+    @property
+    def tls_dir(self) -> Path:
+        """Copies of the admin's certificate, key and ACME CA bundle that traefik may read."""
+        return self.proxy_state / "tls"
+
+    @property
+    def hub_applied(self) -> Path:
+        """What the running hub applied (public URL, entry point), for `barehub check`."""
+        return self.state / "hub_applied.json"
 
     # -- generated (re-rendered on every install/upgrade) ----------------------
     @property

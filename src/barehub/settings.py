@@ -7,6 +7,7 @@ systemd units and traefik's static configuration.
 
 from __future__ import annotations
 
+import copy
 import re
 import tomllib
 from dataclasses import dataclass
@@ -24,6 +25,21 @@ class Key:
     kind: type
     doc: str
     check: Callable[[Any], str | None] | None = None
+    #: for kind=list: the type every item must have
+    item: type | None = None
+
+    def accepts(self, value: Any) -> bool:
+        if type(value) is not self.kind:
+            return False
+        if self.kind is list and self.item is not None:
+            return all(type(v) is self.item for v in value)
+        return True
+
+    @property
+    def type_name(self) -> str:
+        if self.kind is list and self.item is not None:
+            return f"list of {self.item.__name__}s, e.g. [\"a\", \"b\"]"
+        return self.kind.__name__
 
 
 def _port(value: int) -> str | None:
@@ -49,6 +65,54 @@ def _url(value: str) -> str | None:
     return 'must be an http:// or https:// URL, or "" to derive it'
 
 
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else "must be one of " + ", ".join(f'"{c}"' for c in choices)
+
+    return check
+
+
+def _non_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+# A DNS name as ACME CAs accept it: letters, digits and hyphens, at least two labels.
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _domains(value: list[str]) -> str | None:
+    for name in value:
+        if name.startswith("*."):
+            return (f"has the wildcard {name!r}: wildcard certificates need the dns-01 challenge, which "
+                    "barehub does not configure; list each name instead")
+        if not _DOMAIN_RE.match(name):
+            return f"has {name!r}, which is not a lower-case DNS name like \"hub.example.org\""
+    if len(set(value)) != len(value):
+        return "lists a name twice"
+    return None
+
+
+def _email(value: str) -> str | None:
+    if value == "" or re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
+        return None
+    return 'must be an e-mail address like "admin@example.org"'
+
+
+def _https_url(value: str) -> str | None:
+    if value == "" or re.match(r"^https://[^/\s]+(/\S*)?$", value):
+        return None
+    return 'must be an https:// URL, or "" for Let\'s Encrypt'
+
+
+def _abs_path(value: str) -> str | None:
+    return None if value == "" or value.startswith("/") else "must be an absolute path (starting with /)"
+
+
+HTTPS_MODES = ("off", "letsencrypt", "manual")
+CHALLENGES = ("tls-alpn-01", "http-01")
+LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
 #: section -> key -> Key. The commented barehub.toml is rendered from this.
 SCHEMA: dict[str, dict[str, Key]] = {
     "proxy": {
@@ -67,7 +131,57 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "user servers run on other hosts.",
             _address,
         ),
-        "public_url": Key("", str, 'URL users reach the hub at ("" = http://<this host>:<http_port>).', _url),
+        "public_url": Key(
+            "", str,
+            'URL users reach the hub at ("" = derived: https://<first of https.domains> with HTTPS on, '
+            "else http://<this host>:<http_port>).",
+            _url,
+        ),
+    },
+    # docs/https.md is the how-to. Keys marked "letsencrypt:" or "manual:" are
+    # read only in that mode, so switching modes is a one-line edit.
+    "https": {
+        "mode": Key(
+            "off", str,
+            '"off": plain HTTP only. "letsencrypt": traefik gets and renews certificates from an ACME CA '
+            '(needs email and domains). "manual": your own certificate and key (needs certificate and key).',
+            _one_of(*HTTPS_MODES),
+        ),
+        "port": Key(443, int, "HTTPS port. With HTTPS on, proxy.http_port only redirects here (301), "
+                    "except ACME http-01 challenges.", _port),
+        "domains": Key(
+            [], list,
+            'Names users reach the hub at, e.g. ["hub.example.org"]; the first is the public URL. '
+            "letsencrypt: required, one certificate covers them all.",
+            _domains, item=str,
+        ),
+        "email": Key("", str, "letsencrypt: contact address the CA sends expiry notices to (required).", _email),
+        "acme_directory": Key(
+            "", str,
+            f'letsencrypt: ACME directory URL ("" = Let\'s Encrypt). Try the staging CA first: {LETSENCRYPT_STAGING}',
+            _https_url,
+        ),
+        "challenge": Key(
+            "tls-alpn-01", str,
+            'letsencrypt: how the CA checks the domains are yours: "tls-alpn-01" (it connects to port 443) '
+            'or "http-01" (it connects to port 80).',
+            _one_of(*CHALLENGES),
+        ),
+        "acme_ca_certificates": Key(
+            "", str,
+            "letsencrypt, only for a private ACME CA: PEM file with the CA certificates that its "
+            "directory's HTTPS certificate chains to (Let's Encrypt needs nothing here).",
+            _abs_path,
+        ),
+        "certificate": Key("", str, "manual: PEM file with the certificate, followed by its intermediate "
+                           "certificates (copied into state/proxy/tls/ on every proxy start).", _abs_path),
+        "key": Key("", str, "manual: PEM file with the certificate's private key, unencrypted.", _abs_path),
+        "hsts_max_age": Key(
+            31536000, int,
+            "Strict-Transport-Security max-age in seconds, sent with every HTTPS response "
+            "(0 = no HSTS header).",
+            _non_negative,
+        ),
     },
 }
 
@@ -82,7 +196,7 @@ class Settings:
 
     @classmethod
     def defaults(cls) -> "Settings":
-        return cls({s: {k: spec.default for k, spec in keys.items()} for s, keys in SCHEMA.items()})
+        return cls({s: {k: copy.copy(spec.default) for k, spec in keys.items()} for s, keys in SCHEMA.items()})
 
 
 def parse(text: str, source: str = "barehub.toml") -> Settings:
@@ -113,9 +227,9 @@ def parse(text: str, source: str = "barehub.toml") -> Settings:
                     + ")"
                 )
                 continue
-            if type(value) is not spec.kind:
+            if not spec.accepts(value):
                 problems.append(
-                    f"{source}: {section}.{key} = {value!r} must be a {spec.kind.__name__} "
+                    f"{source}: {section}.{key} = {value!r} must be a {spec.type_name} "
                     f"(default: {spec.default!r})"
                 )
                 continue
@@ -132,14 +246,42 @@ def parse(text: str, source: str = "barehub.toml") -> Settings:
     return settings
 
 
+def https_on(s: Settings) -> bool:
+    return s["https.mode"] != "off"
+
+
 def _cross_checks(s: Settings, source: str) -> list[str]:
     ports = {"proxy.http_port": s["proxy.http_port"], "proxy.api_port": s["proxy.api_port"], "hub.port": s["hub.port"]}
+    if https_on(s):
+        ports["https.port"] = s["https.port"]
     seen: dict[int, str] = {}
     out = []
     for name, port in ports.items():
         if port in seen:
             out.append(f"{source}: {name} and {seen[port]} are both {port}; each needs its own port")
         seen.setdefault(port, name)
+    mode = s["https.mode"]
+    example = 'domains = ["hub.example.org"]'
+    if mode == "letsencrypt":
+        email, domains = s["https.email"], s["https.domains"]
+        if email and not domains:
+            out.append(f'{source}: https.email is set but https.domains is empty: mode "letsencrypt" needs '
+                       f"the names to get a certificate for, e.g. {example}")
+        elif domains and not email:
+            out.append(f'{source}: https.domains is set but https.email is empty: mode "letsencrypt" needs '
+                       'a contact address for the CA, e.g. email = "admin@example.org"')
+        elif not email and not domains:
+            out.append(f'{source}: https.mode = "letsencrypt" needs https.email and https.domains, e.g. '
+                       f'email = "admin@example.org" and {example}')
+    elif mode == "manual":
+        missing = [k for k in ("certificate", "key") if not s[f"https.{k}"]]
+        if missing:
+            out.append(f'{source}: https.mode = "manual" needs ' + " and ".join(f"https.{k}" for k in missing)
+                       + ' (absolute paths of PEM files), e.g. certificate = "/etc/ssl/certs/hub.pem" and '
+                       'key = "/etc/ssl/private/hub.key"')
+    if https_on(s) and s["hub.public_url"].startswith("http://"):
+        out.append(f'{source}: hub.public_url = {s["hub.public_url"]!r} is http:// but https.mode is '
+                   f'"{mode}": use the https:// URL, or "" to derive it from https.domains')
     return out
 
 
@@ -158,5 +300,9 @@ def load(path: Path) -> Settings:
 def public_url(s: Settings, hostname: str) -> str:
     if s["hub.public_url"]:
         return s["hub.public_url"].rstrip("/") + "/"
+    if https_on(s):
+        host = s["https.domains"][0] if s["https.domains"] else hostname
+        port = s["https.port"]
+        return f"https://{host}/" if port == 443 else f"https://{host}:{port}/"
     port = s["proxy.http_port"]
     return f"http://{hostname}/" if port == 80 else f"http://{hostname}:{port}/"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -59,3 +61,24 @@ def link_and_enable(unit_files: list[Path]) -> None:
         systemctl("link", *(["--force"] if current.is_symlink() else []), str(path))
     systemctl("daemon-reload")
     systemctl("enable", *(p.name for p in unit_files))
+
+
+def kill_leftovers(unit: str) -> list[int]:
+    """SIGKILL processes left in a stopped unit's cgroup (user servers, with KillMode=process)."""
+    group = systemctl("show", "--property=ControlGroup", "--value", unit, check=False).stdout.strip()
+    killed: list[int] = []
+    if not group:
+        return killed
+    for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/systemd")):
+        procs = root / group.lstrip("/") / "cgroup.procs"
+        try:
+            pids = [int(p) for p in procs.read_text().split()]
+        except (FileNotFoundError, ValueError):
+            continue
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
+    return killed
