@@ -5,9 +5,10 @@ BUILD := build
 VENV := .venv-test
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/barehub/__init__.py)
 
-.PHONY: help test test-deps wheels channel installer lint clean
+.PHONY: help try try-stop apt-deps test test-deps wheels channel installer test-installer lint clean
 
 help:
+	@echo "make try        a real barehub in a throwaway systemd container (make try-stop ends it)"
 	@echo "make test       install what the tests need, then run them all"
 	@echo "make lock       regenerate construct/pypi.lock from its roots"
 	@echo "make channel    build the barehub conda package offline into $(BUILD)/channel"
@@ -45,6 +46,14 @@ installer:
 	$(MAKE) channel
 	BAREHUB_CHANNEL=$(abspath $(BUILD)/channel) constructor construct/ --output-dir $(BUILD)/installer
 
+# A real self-extracting installer with constructor's options and post_install
+# contract, for tests: a venv from $(PY) with the wheels installed offline
+# (scripts/build_test_installer.py). Not the product: see `make installer`.
+test-installer: wheels
+	$(PY) scripts/build_test_installer.py --version $(VERSION) --wheels $(BUILD)/wheels \
+	    --requirements construct/pypi.lock --requirements tests/singleuser-requirements.txt \
+	    --python $(PY) --out $(BUILD)/test-installer/barehub-$(VERSION)-Linux-x86_64.sh
+
 # Regenerate construct/pypi.lock from its `# roots:` line in a fresh venv.
 .PHONY: lock
 lock:
@@ -58,13 +67,18 @@ lock:
 
 # What the tests need: Debian tools, the wheelhouse, and a test venv from
 # $(PY) (not a pyenv python under /root: users' servers must be able to run it).
-APT_PACKAGES := shellcheck systemd make
-test-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+TRY_APT_PACKAGES := python3-pip python3-venv systemd-container debootstrap zstd
+APT_PACKAGES := python3-pip python3-venv shellcheck systemd make chromium systemd-container debootstrap zstd pebble openssl
+# Install missing Debian packages (as root): make apt-deps PKGS="..."
+PKGS ?= $(APT_PACKAGES)
+apt-deps:
+	@missing=$$(for p in $(PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages: $$missing"; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	  else echo "missing Debian packages (tests that need them will skip): $$missing"; fi; fi
+
+test-deps: apt-deps
 	$(MAKE) wheels
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	@echo "test venv: installing the locked hub environment and test tools"
@@ -74,6 +88,16 @@ test-deps:
 
 test: test-deps
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# A real barehub in a throwaway systemd container, reachable from this host.
+PORT ?= 8000
+try:
+	@$(MAKE) --no-print-directory apt-deps PKGS="$(TRY_APT_PACKAGES)"
+	@$(MAKE) --no-print-directory test-installer
+	$(PY) scripts/try --port $(PORT)
+
+try-stop:
+	$(PY) scripts/try --stop
 
 clean:
 	rm -rf $(BUILD) $(VENV)

@@ -135,7 +135,8 @@ def constructor_env(prefix: Path, version: str, *, installer_path: str = "", for
 
 
 def run_post_install(prefix: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run post_install.sh as constructor does: bash, `set -eu`, cwd $PREFIX."""
+    """Run post_install.sh as constructor 3.16 does: executed directly (it has a
+    shebang; the script sets `-eu` itself), cwd $PREFIX."""
     script = REPO / "post_install" / "post_install.sh"
-    return subprocess.run(["/bin/bash", "-eu", str(script)], cwd=prefix, env=env,
+    return subprocess.run([str(script)], cwd=prefix, env=env,
                           capture_output=True, text=True, timeout=300)

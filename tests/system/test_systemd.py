@@ -1,0 +1,338 @@
+"""barehub on a real systemd, in a container with no network.
+
+One container runs through an admin's life with barehub, in order: a fresh
+offline install with `-b` only, a browser session, hub restarts under load,
+reloads with broken and valid files, kill -9 of each service, a reinstall
+with `-u`, a reboot, the security scores, and both ways to uninstall.
+Requests come from host programs running in the container's network
+namespace (it has only `lo`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, version, wait_for
+from probes import read_results
+
+BASE = "/opt/barehub"
+URL = "http://127.0.0.1"  # traefik on port 80, inside the container's network namespace
+USER, PASSWORD = "alice", "alice-" + secrets.token_hex(8)
+TOKEN = secrets.token_hex(16)  # API token of a test-driver service, added through config.d
+INSTALLER = f"/root/barehub-{version()}-Linux-x86_64.sh"
+PROBES = REPO / "tests" / "probes.py"
+
+
+@pytest.fixture(scope="module")
+def installer_file() -> Path:
+    path = REPO / "build" / "test-installer" / f"barehub-{version()}-Linux-x86_64.sh"
+    print(f"building the test installer {path.name} (make test-installer)")
+    subprocess.run(["make", "-C", str(REPO), "--no-print-directory", "test-installer"], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ct(container_factory, installer_file):
+    c = container_factory("bh-sys", private_network=True)
+    c.push(installer_file, "/root")
+    c.exec(["useradd", "--create-home", "--shell", "/bin/bash", USER])
+    c.exec(["chpasswd"], input=f"{USER}:{PASSWORD}\n")
+    return c
+
+
+class Hub:
+    """Requests into the container, from host programs in its network namespace."""
+
+    def __init__(self, ct):
+        self.ct = ct
+
+    def curl(self, path: str, *args: str, token: str | None = TOKEN, timeout: int = 10) -> tuple[int, str]:
+        cmd = ["curl", "-s", "-m", str(timeout), "-o", "-", "-w", "\n%{http_code}"]
+        if token:
+            cmd += ["-H", f"Authorization: token {token}"]
+        r = subprocess.run(self.ct.host_netns_cmd([*cmd, *args, URL + path]), capture_output=True, text=True)
+        body, _, code = r.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    def api(self, path: str, method: str = "GET", data: dict | None = None) -> tuple[int, dict | list | None]:
+        args = ["-X", method] + (["-d", json.dumps(data)] if data is not None else [])
+        code, body = self.curl("/hub/api" + path, *args)
+        try:
+            return code, json.loads(body) if body else None
+        except json.JSONDecodeError:
+            return code, None
+
+    def up(self) -> bool:
+        return self.curl("/hub/api/", token=None, timeout=2)[0] == 200
+
+    def systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.ct.exec(["systemctl", *args], check=check)
+
+    def main_pid(self, unit: str) -> int:
+        return int(self.systemctl("show", "-p", "MainPID", "--value", unit).stdout.strip())
+
+    def journal(self, unit: str, since: str) -> str:
+        return self.ct.exec(["journalctl", "-u", unit, "--since", since, "--no-pager", "-o", "cat"]).stdout
+
+    def now(self) -> str:
+        return self.ct.exec(["date", "+%Y-%m-%d %H:%M:%S"]).stdout.strip()
+
+    def write(self, path: str, text: str) -> None:
+        self.ct.exec(["sh", "-c", f"cat > {path}"], input=text)
+
+    def server(self) -> dict:
+        code, info = self.api(f"/users/{USER}")
+        assert code == 200, info
+        return info["servers"].get("", {})
+
+
+@pytest.fixture(scope="module")
+def hub(ct):
+    return Hub(ct)
+
+
+class Probes:
+    """An HTTP probe and a kernel-websocket probe against the user's server, in the background."""
+
+    def __init__(self, hub: Hub, tmp: Path, user_token: str):
+        self.tmp, self.procs = tmp, []
+        self.stop_file = tmp / "stop"
+        self.stop_file.unlink(missing_ok=True)
+        for kind, url in (("http", f"{URL}/user/{USER}/api/status"), ("ws", f"{URL}/user/{USER}/")):
+            out = tmp / f"{kind}.jsonl"
+            out.unlink(missing_ok=True)
+            argv = hub.ct.host_netns_cmd([sys.executable, str(PROBES), kind, url, "--token", user_token,
+                                          "--out", str(out), "--stop-file", str(self.stop_file)])
+            self.procs.append((kind, out, subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)))
+        # both running and succeeding before anything is disturbed
+        for kind, out, p in self.procs:
+            wait_for(lambda: out.exists() and '"ok"' in out.read_text() or '"code": 200' in out.read_text(),
+                     60, what=f"{kind} probe to start")
+
+    def finish(self) -> dict[str, tuple[list[dict], dict]]:
+        self.stop_file.touch()
+        results = {}
+        for kind, out, p in self.procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+            records, summary = read_results(out)
+            assert summary is not None, f"{kind} probe died: {p.stderr.read()}"
+            results[kind] = (records, summary)
+        return results
+
+
+def assert_no_failures(results: dict, what: str) -> None:
+    http_records, http = results["http"]
+    ws_records, ws = results["ws"]
+    print(f"{what}: http {http['ok']} ok / {http['failed']} failed; "
+          f"websocket {ws['ok']} ok / {ws['failed']} failed, closed={ws['closed']}")
+    assert http["failed"] == 0, [r for r in http_records if r["code"] != 200]
+    assert ws["failed"] == 0 and not ws["closed"], [r for r in ws_records if r["result"] != "ok"]
+    assert http["ok"] >= 8 and ws["ok"] >= 8
+
+
+# ------------------------------------------------------------------ the tests, in order
+
+
+def test_fresh_offline_install(ct, hub):
+    assert ct.exec(["ip", "-o", "link"]).stdout.count(":") >= 1
+    links = [line.split(":")[1].strip() for line in ct.exec(["ip", "-o", "link"]).stdout.splitlines()]
+    assert links == ["lo"], f"the container must have no network, has {links}"
+    t0 = time.monotonic()
+    r = ct.exec(["bash", INSTALLER, "-b"], check=False, timeout=600)
+    print(f"installer -b: {time.monotonic() - t0:.0f}s, exit {r.returncode}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for unit in ("jupyterhub.service", "jupyterhub-proxy.service"):
+        assert hub.systemctl("is-enabled", unit).stdout.strip() == "enabled"
+        assert hub.systemctl("is-active", unit).stdout.strip() == "active"
+    wait_for(hub.up, 60, what="hub through the proxy")
+
+
+def test_proxy_is_unprivileged_and_cannot_read_hub_secrets(ct, hub):
+    pid = hub.main_pid("jupyterhub-proxy.service")
+    assert ct.exec(["ps", "-o", "user=", "-p", str(pid)]).stdout.strip() == "barehub-proxy"
+    status = ct.exec(["cat", f"/proc/{pid}/status"]).stdout
+    assert re.search(r"CapEff:\s+0000000000000400", status), "only CAP_NET_BIND_SERVICE"
+    for secret in ("state/jupyterhub_cookie_secret", "state/jupyterhub.sqlite", "state/proxy_api_password"):
+        assert ct.exec(["test", "-e", f"{BASE}/{secret}"], check=False).returncode == 0
+        # as that user on the host's view of the files...
+        r = ct.exec(["runuser", "-u", "barehub-proxy", "--", "cat", f"{BASE}/{secret}"], check=False)
+        assert r.returncode != 0 and "Permission denied" in r.stderr
+        # ...and in the proxy's own mount namespace, where they do not even exist
+        r = ct.exec(["nsenter", "-t", str(pid), "-m", "cat", f"{BASE}/{secret}"], check=False)
+        assert r.returncode != 0 and "No such file" in r.stderr
+
+
+def test_proxy_api_only_on_loopback_and_only_with_credentials(ct, hub):
+    lines = ct.exec(["ss", "-Hltn", "sport = :8099"]).stdout.splitlines()
+    local_addresses = [line.split()[3] for line in lines]
+    assert local_addresses == ["127.0.0.1:8099"]
+    code, body = hub.curl("/api/http/routers", token=None)  # the public entry point has no API:
+    assert code != 200 and not body.lstrip().startswith("[")  # the hub's catch-all route answers
+    api = "http://127.0.0.1:8099/api/http/routers"
+    r = subprocess.run(hub.ct.host_netns_cmd(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", api]),
+                       capture_output=True, text=True)
+    assert r.stdout == "401"
+    password = ct.read_file(f"{BASE}/state/proxy_api_password").strip()
+    r = subprocess.run(hub.ct.host_netns_cmd(["curl", "-s", "-u", f"jupyterhub:{password}", api]),
+                       capture_output=True, text=True)
+    assert any(router["name"].startswith("route_") or "jupyterhub" in router["name"] for router in json.loads(r.stdout))
+
+
+def test_valid_reload_restarts_the_hub_with_the_change(ct, hub):
+    pid = hub.main_pid("jupyterhub.service")
+    hub.write(f"{BASE}/jupyterhub_config.d/20-driver.py",
+              f'c.JupyterHub.services = [{{"name": "driver", "api_token": "{TOKEN}"}}]\n'
+              'c.JupyterHub.load_roles = [{"name": "driver", "services": ["driver"],\n'
+              '    "scopes": ["admin:users", "admin:servers", "tokens", "list:users"]}]\n'
+              f'c.Authenticator.allowed_users = {{"{USER}"}}\n')
+    hub.systemctl("reload", "jupyterhub")
+    wait_for(lambda: hub.main_pid("jupyterhub.service") not in (0, pid) and hub.up(), 60, what="hub restarted by reload")
+    assert hub.api("/users")[0] == 200, "the token from the new config.d file works"
+
+
+def test_browser_login_spawn_and_run_a_cell(ct, hub, tmp_path):
+    from browser import run_lab_session
+
+    out = run_lab_session(URL, USER, PASSWORD, code="print(6*7)", screenshot=tmp_path / "lab.png",
+                          launcher=["nsenter", "-t", str(ct.leader_pid), "-n"])
+    assert out.strip() == "42"
+    assert hub.server().get("ready")
+
+
+@pytest.fixture(scope="module")
+def user_token(hub):
+    """A running server for alice (the browser test started it) and a token for her."""
+    if not hub.server().get("ready"):
+        assert hub.api(f"/users/{USER}/server", "POST")[0] in (201, 202)
+        wait_for(lambda: hub.server().get("ready"), 120, what="alice's server")
+    code, body = hub.api(f"/users/{USER}/tokens", "POST", {"note": "probe", "expires_in": 7200})
+    assert code == 201
+    return body["token"]
+
+
+def test_hub_restart_keeps_users_served(ct, hub, user_token, tmp_path):
+    server_pid = hub.server()["state"]["pid"]
+    probes = Probes(hub, tmp_path, user_token)
+    pid = hub.main_pid("jupyterhub.service")
+    t0 = time.monotonic()
+    hub.systemctl("restart", "jupyterhub")
+    wait_for(hub.up, 60, what="hub API after restart")
+    print(f"systemctl restart jupyterhub: API back after {time.monotonic() - t0:.1f}s")
+    time.sleep(2)
+    assert_no_failures(probes.finish(), "hub restart")
+    assert hub.main_pid("jupyterhub.service") != pid
+    assert hub.server()["state"]["pid"] == server_pid, "the new hub re-adopted the same server"
+
+
+def test_reload_with_a_broken_file_keeps_the_running_hub(ct, hub, user_token, tmp_path):
+    pid = hub.main_pid("jupyterhub.service")
+    broken = f"{BASE}/jupyterhub_config.d/30-broken.py"
+    hub.write(broken, "c.Spawner.default_url = '/lab'\n\nc.Spawner.cmd = not_defined_anywhere\n")
+    since = hub.now()
+    probes = Probes(hub, tmp_path, user_token)
+    r = hub.systemctl("reload", "jupyterhub", check=False)
+    time.sleep(2)
+    assert_no_failures(probes.finish(), "reload with a broken file")
+    assert r.returncode != 0
+    assert hub.main_pid("jupyterhub.service") == pid, "the running hub must not be touched"
+    assert hub.systemctl("is-active", "jupyterhub", check=False).stdout.strip() == "active"
+    assert f"{broken}:3: NameError" in hub.journal("jupyterhub", since)
+
+
+def test_restart_with_a_broken_file_leaves_proxy_and_users_up(ct, hub, user_token, tmp_path):
+    broken = f"{BASE}/jupyterhub_config.d/30-broken.py"
+    proxy_pid = hub.main_pid("jupyterhub-proxy.service")
+    since = hub.now()
+    probes = Probes(hub, tmp_path, user_token)
+    hub.systemctl("restart", "jupyterhub", check=False)
+    wait_for(lambda: broken in hub.journal("jupyterhub", since), 30, what="the journal to name the file")
+    time.sleep(3)
+    assert not hub.up()
+    assert_no_failures(probes.finish(), "restart with a broken file")
+    assert hub.main_pid("jupyterhub-proxy.service") == proxy_pid
+    journal = hub.journal("jupyterhub", since)
+    assert f'File "{broken}", line 3' in journal and f"the error is in {broken}:3" in journal
+    # fixing the file is enough: systemd keeps retrying
+    ct.exec(["rm", broken])
+    wait_for(hub.up, 60, what="hub back after the fix")
+
+
+def test_kill_9_hub_then_proxy_recover_within_5s(ct, hub, user_token):
+    status = f"/user/{USER}/api/status"
+    for unit in ("jupyterhub.service", "jupyterhub-proxy.service"):
+        pid = hub.main_pid(unit)
+        ct.exec(["kill", "-9", str(pid)])
+        t0 = time.monotonic()
+        wait_for(lambda: hub.main_pid(unit) not in (0, pid), 5, interval=0.1, what=f"{unit} to restart")
+        wait_for(lambda: hub.up() and hub.curl(status, token=user_token, timeout=2)[0] == 200, 5 - (time.monotonic() - t0),
+                 interval=0.1, what=f"hub and {USER}'s server reachable after kill -9 of {unit}")
+        print(f"kill -9 {unit}: serving again after {time.monotonic() - t0:.1f}s")
+
+
+def test_reinstall_with_u_keeps_admin_files(ct, hub):
+    before = ct.exec(["sh", "-c", f"cd {BASE} && find jupyterhub_config.d barehub.toml state/jupyterhub_cookie_secret "
+                                  "state/proxy_api_password -type f | sort | xargs sha256sum"]).stdout
+    r = ct.exec(["bash", INSTALLER, "-b", "-u"], check=False, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    after = ct.exec(["sh", "-c", f"cd {BASE} && find jupyterhub_config.d barehub.toml state/jupyterhub_cookie_secret "
+                                 "state/proxy_api_password -type f | sort | xargs sha256sum"]).stdout
+    assert after == before
+    wait_for(hub.up, 60, what="hub after -u")
+    for unit in ("jupyterhub.service", "jupyterhub-proxy.service"):
+        assert hub.systemctl("is-active", unit).stdout.strip() == "active"
+
+
+def test_reboot_brings_both_services_back_consistently(ct, hub):
+    ct.reboot()
+    wait_for(hub.up, 90, what="hub after reboot")
+    for unit in ("jupyterhub.service", "jupyterhub-proxy.service"):
+        assert hub.systemctl("is-active", unit).stdout.strip() == "active"
+    # the server process died with the old boot: the hub must not claim it still runs
+    wait_for(lambda: hub.server() == {}, 30, what="hub to notice the server is gone")
+    assert hub.curl(f"/user/{USER}/api/status")[0] != 200
+
+
+def test_security_scores(ct):
+    scores = {}
+    for unit in ("jupyterhub-proxy.service", "jupyterhub.service"):
+        out = ct.exec(["systemd-analyze", "security", "--no-pager", unit]).stdout
+        scores[unit] = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out).group(1))
+    print(f"systemd-analyze security (running system): {scores}")
+    assert scores["jupyterhub-proxy.service"] <= 2.0 and scores["jupyterhub.service"] <= 5.5
+
+
+def known_units(ct) -> str:
+    listed = ct.exec(["systemctl", "list-unit-files", "--no-legend", "jupyterhub*"], check=False).stdout
+    loaded = ct.exec(["systemctl", "list-units", "--all", "--no-legend", "jupyterhub*"], check=False).stdout
+    dangling = ct.exec(["find", "/etc/systemd", "-xtype", "l"]).stdout
+    return listed + loaded + dangling
+
+
+def test_uninstall_by_disable_and_rm(ct, hub):
+    ct.exec(["sh", "-c", f"systemctl disable --now jupyterhub jupyterhub-proxy && rm -rf {BASE}"])
+    ct.exec(["systemctl", "daemon-reload"])
+    assert known_units(ct).strip() == ""
+
+
+def test_barehub_uninstall_lists_and_removes_everything(ct, hub):
+    r = ct.exec(["bash", INSTALLER, "-b"], check=False, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    wait_for(hub.up, 60, what="hub after reinstall")
+    r = ct.exec([f"{BASE}/hub/bin/barehub", "uninstall", "--yes"])
+    for item in ("jupyterhub.service", BASE, "barehub-proxy"):
+        assert item in r.stdout
+    assert known_units(ct).strip() == ""
+    assert ct.exec(["test", "-e", BASE], check=False).returncode != 0
+    assert ct.exec(["id", "barehub-proxy"], check=False).returncode != 0
+    assert ct.exec(["pgrep", "-u", USER], check=False).stdout.strip() == "", "user servers stopped too"
