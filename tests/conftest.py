@@ -56,3 +56,12 @@ def make_env(prefix: Path, wheels: Path, *, singleuser: bool = True) -> Path:
         check=True,
     )
     return prefix
+
+
+def pytest_terminal_summary(terminalreporter):
+    from helpers import MEASUREMENTS
+
+    if MEASUREMENTS:
+        terminalreporter.section("barehub measurements")
+        for line in MEASUREMENTS:
+            terminalreporter.write_line(line)

@@ -140,3 +140,13 @@ def run_post_install(prefix: Path, env: dict[str, str]) -> subprocess.CompletedP
     script = REPO / "post_install" / "post_install.sh"
     return subprocess.run([str(script)], cwd=prefix, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+#: Measurements the tests report; printed together at the end of the run.
+MEASUREMENTS: list[str] = []
+
+
+def report(line: str) -> None:
+    """Print a measurement now (with -s) and again in the run's summary."""
+    print(line)
+    MEASUREMENTS.append(line)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_env, require_root
-from helpers import Proc, constructor_env, free_ports, run_post_install, unit_command, version, wait_for
+from helpers import Proc, constructor_env, free_ports, run_post_install, unit_command, version, wait_for, report
 
 pytestmark = pytest.mark.e2e
 
@@ -202,7 +202,7 @@ def test_login_spawn_and_restart_without_failures(installed, running):
     t.join(5)
 
     failures = [(round(ts - t0, 2), code) for ts, code in results if code != 200]
-    print(f"hub restart: API back after {back:.1f}s; {len(results)} probes, {len(failures)} failed")
+    report(f"hub restart: API back after {back:.1f}s; {len(results)} probes, {len(failures)} failed")
     assert procs["hub"].pid != hub_pid
     assert len(results) >= 8
     assert failures == []

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conftest import make_env, require_root
-from helpers import Proc, constructor_env, free_ports, parse_unit, run_post_install, unit_command, version, wait_for
+from helpers import Proc, constructor_env, free_ports, parse_unit, run_post_install, unit_command, version, wait_for, report
 
 pytestmark = pytest.mark.e2e
 
@@ -481,7 +481,7 @@ def test_letsencrypt_tls_alpn(stack, ports, pebble):
     cert = wait_for_cert(ports["https"], DOMAIN, "Pebble", pebble["root"])
     issued = time.monotonic() - t0
     stack.restart_hub(https_url(ports), pebble["root"])
-    print(f"\ntls-alpn-01: certificate from pebble served {issued:.1f}s after the proxy restart")
+    report(f"tls-alpn-01: certificate from pebble served {issued:.1f}s after the proxy restart")
 
     assert orders(pebble) == before + 1
     assert "type=tls-alpn-01" in stack.proxy.log.read_text()
@@ -504,7 +504,7 @@ def test_restart_reuses_the_stored_certificate(stack, ports, pebble):
     t0 = time.monotonic()
     stack.restart_proxy()
     cert = wait_for_cert(ports["https"], DOMAIN, "Pebble", pebble["root"], timeout=20)
-    print(f"\nrestart: stored certificate served after {time.monotonic() - t0:.1f}s")
+    report(f"restart: stored certificate served after {time.monotonic() - t0:.1f}s")
     assert cert.public_bytes(serialization.Encoding.DER) == served
     time.sleep(1)
     assert orders(pebble) == before, "a valid stored certificate must not be ordered again"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, version, wait_for
+from helpers import REPO, version, wait_for, report
 from probes import read_results
 
 BASE = "/opt/barehub"
@@ -134,7 +134,7 @@ class Probes:
 def assert_no_failures(results: dict, what: str) -> None:
     http_records, http = results["http"]
     ws_records, ws = results["ws"]
-    print(f"{what}: http {http['ok']} ok / {http['failed']} failed; "
+    report(f"{what}: http {http['ok']} ok / {http['failed']} failed; "
           f"websocket {ws['ok']} ok / {ws['failed']} failed, closed={ws['closed']}")
     assert http["failed"] == 0, [r for r in http_records if r["code"] != 200]
     assert ws["failed"] == 0 and not ws["closed"], [r for r in ws_records if r["result"] != "ok"]
@@ -150,7 +150,7 @@ def test_fresh_offline_install(ct, hub):
     assert links == ["lo"], f"the container must have no network, has {links}"
     t0 = time.monotonic()
     r = ct.exec(["bash", INSTALLER, "-b"], check=False, timeout=600)
-    print(f"installer -b: {time.monotonic() - t0:.0f}s, exit {r.returncode}")
+    report(f"installer -b: {time.monotonic() - t0:.0f}s, exit {r.returncode}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for unit in ("jupyterhub.service", "jupyterhub-proxy.service"):
         assert hub.systemctl("is-enabled", unit).stdout.strip() == "enabled"
@@ -228,7 +228,7 @@ def test_hub_restart_keeps_users_served(ct, hub, user_token, tmp_path):
     t0 = time.monotonic()
     hub.systemctl("restart", "jupyterhub")
     wait_for(hub.up, 60, what="hub API after restart")
-    print(f"systemctl restart jupyterhub: API back after {time.monotonic() - t0:.1f}s")
+    report(f"systemctl restart jupyterhub: API back after {time.monotonic() - t0:.1f}s")
     time.sleep(2)
     assert_no_failures(probes.finish(), "hub restart")
     assert hub.main_pid("jupyterhub.service") != pid
@@ -290,7 +290,7 @@ def test_kill_9_hub_then_proxy_recover_within_5s(ct, hub, user_token):
                  what=f"{USER}'s server reachable after kill -9 of {unit}")
         reachable = time.monotonic() - t0
         wait_for(hub.up, 20, interval=0.1, what=f"hub API after kill -9 of {unit}")
-        print(f"kill -9 {unit}: restarted after {restarted:.1f}s, {USER}'s server served after "
+        report(f"kill -9 {unit}: restarted after {restarted:.1f}s, {USER}'s server served after "
               f"{reachable:.1f}s, hub API after {time.monotonic() - t0:.1f}s")
         assert served()
 
@@ -323,7 +323,7 @@ def test_security_scores(ct):
     for unit in ("jupyterhub-proxy.service", "jupyterhub.service"):
         out = ct.exec(["systemd-analyze", "security", "--no-pager", unit]).stdout
         scores[unit] = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out).group(1))
-    print(f"systemd-analyze security (running system): {scores}")
+    report(f"systemd-analyze security (running system): {scores}")
     assert scores["jupyterhub-proxy.service"] <= 2.0 and scores["jupyterhub.service"] <= 5.5
 
 

@@ -10,7 +10,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from helpers import REPO
+from helpers import REPO, report
 
 
 def port_free(port: int) -> bool:
@@ -35,7 +35,7 @@ def test_try_then_try_stop(rootfs):
     try:
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         out = r.stdout
-        print(f"make try (cached rootfs): up in {elapsed:.0f}s")
+        report(f"make try (cached rootfs): up in {elapsed:.0f}s")
         url = re.search(r"URL:\s+(http://\S+)", out).group(1)
         user = re.search(r"user:\s+(\S+)", out).group(1)
         password = re.search(r"password:\s+(\S+)", out).group(1)
