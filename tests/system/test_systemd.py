@@ -196,6 +196,15 @@ def test_valid_reload_restarts_the_hub_with_the_change(ct, hub):
               'c.JupyterHub.load_roles = [{"name": "driver", "services": ["driver"],\n'
               '    "scopes": ["admin:users", "admin:servers", "tokens", "list:users"]}]\n'
               f'c.Authenticator.allowed_users = {{"{USER}"}}\n')
+    # proves that a root hub can still use sudo inside its sandbox (batchspawner does)
+    hub.write(f"{BASE}/jupyterhub_config.d/25-sudo-probe.py",
+              "import subprocess\n"
+              "def hook(spawner):\n"
+              "    out = subprocess.run(['sudo', '-n', '-u', spawner.user.name, 'id', '-un'],\n"
+              "                         capture_output=True, text=True)\n"
+              f"    with open('{BASE}/state/sudo-probe', 'w') as f:\n"
+              "        f.write(out.stdout + out.stderr)\n"
+              "c.Spawner.pre_spawn_hook = hook\n")
     hub.systemctl("reload", "jupyterhub")
     wait_for(lambda: hub.main_pid("jupyterhub.service") not in (0, pid) and hub.up(), 60, what="hub restarted by reload")
     assert hub.api("/users")[0] == 200, "the token from the new config.d file works"
@@ -208,6 +217,7 @@ def test_browser_login_spawn_and_run_a_cell(ct, hub, tmp_path):
                           launcher=["nsenter", "-t", str(ct.leader_pid), "-n"])
     assert out.strip() == "42"
     assert hub.server().get("ready")
+    assert ct.read_file(f"{BASE}/state/sudo-probe").strip() == USER, "sudo from the hub's sandbox"
 
 
 @pytest.fixture(scope="module")
