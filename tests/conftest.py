@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,28 @@ SINGLEUSER = REPO / "tests" / "singleuser-requirements.txt"
 def require_root():
     if os.geteuid() != 0:
         pytest.skip("needs root (creates system users and runs the hub as root); run `sudo make test`")
+
+
+def fake_prefix(base: Path) -> Path:
+    """BASE/envs/<version> whose bin/python runs this interpreter: an "environment"
+    for `barehub install` without building one."""
+    from helpers import version
+
+    prefix = base / "envs" / version()
+    (prefix / "bin").mkdir(parents=True)
+    py = prefix / "bin" / "python"
+    py.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    py.chmod(0o755)
+    return prefix
+
+
+@pytest.fixture
+def base(tmp_path):
+    """A not-yet-installed base with a fake environment in envs/<version>."""
+    require_root()
+    b = tmp_path / "barehub"
+    fake_prefix(b)
+    return b
 
 
 @pytest.fixture(scope="session")

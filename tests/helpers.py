@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -150,3 +151,22 @@ def report(line: str) -> None:
     """Print a measurement now (with -s) and again in the run's summary."""
     print(line)
     MEASUREMENTS.append(line)
+
+
+@contextlib.contextmanager
+def local_user(name: str):
+    """A local login user for the test (created if missing, removed afterwards with its processes)."""
+    import pwd
+
+    created = False
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+        created = True
+    try:
+        yield name
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        if created:
+            subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)

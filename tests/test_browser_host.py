@@ -13,9 +13,7 @@ print(6*7).
 from __future__ import annotations
 
 import os
-import pwd
 import secrets
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import helpers
 from conftest import make_env, require_root
 from helpers import Proc, constructor_env, free_ports, run_post_install, unit_command, version, wait_for
 
@@ -53,16 +52,8 @@ def status(url: str, *, token: str | None = None, method: str = "GET", timeout: 
 @pytest.fixture(scope="module")
 def lab_user():
     require_browser()
-    created = False
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", USER], check=True)
-        created = True
-    yield USER
-    subprocess.run(["pkill", "-KILL", "-u", USER], check=False)
-    if created:
-        subprocess.run(["userdel", "--remove", USER], check=False, capture_output=True)
+    with helpers.local_user(USER) as name:
+        yield name
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import os
 import pwd
 import re
 import secrets
-import subprocess
 import threading
 import time
 import urllib.error
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+import helpers
 from conftest import make_env, require_root
 from helpers import Proc, constructor_env, free_ports, run_post_install, unit_command, version, wait_for, report
 
@@ -54,16 +54,8 @@ def http(url, *, token=None, method="GET", data=None, opener=None, timeout=5):
 @pytest.fixture(scope="module")
 def local_user():
     require_root()
-    created = False
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", USER], check=True)
-        created = True
-    yield USER
-    subprocess.run(["pkill", "-KILL", "-u", USER], check=False)
-    if created:
-        subprocess.run(["userdel", "--remove", USER], check=False, capture_output=True)
+    with helpers.local_user(USER) as name:
+        yield name
 
 
 @pytest.fixture(scope="module")

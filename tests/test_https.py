@@ -25,7 +25,7 @@ from barehub.install import Context, initial_settings_text, proxy_files, setting
 from barehub.layout import Layout
 from helpers import free_ports, parse_unit, version
 from test_https_host import key_pem, make_ca, make_leaf, pem, write
-from test_install import barehub, base, install, snapshot  # noqa: F401 (base is a fixture)
+from test_install import barehub, install, snapshot
 
 LE = '[https]\nmode = "letsencrypt"\nemail = "admin@example.org"\ndomains = ["hub.example.org"]\n'
 
