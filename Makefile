@@ -13,6 +13,7 @@ help:
 	@echo "make lock       regenerate construct/pypi.lock from its roots"
 	@echo "make channel    build the barehub conda package offline into $(BUILD)/channel"
 	@echo "make installer  build the constructor installer (needs constructor + conda-forge)"
+	@echo "make installer FLAVOR=slurm   the same for a flavor (flavors/slurm.yaml, docs/flavors.md)"
 	@echo "make wheels     download the pinned hub environment as wheels into $(BUILD)/wheels"
 
 channel:
@@ -37,6 +38,12 @@ wheels:
 	    --find-links $(BUILD)/wheels --dest $(BUILD)/wheels -c construct/pypi.lock -r tests/singleuser-requirements.txt 2>/dev/null \
 	  || $(PY) -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
 	    --dest $(BUILD)/wheels -c construct/pypi.lock -r tests/singleuser-requirements.txt
+	@# barehub's build backend, so that a barehub wheel builds offline (tests/system/test_upgrade.py
+	@# builds a second release from a copy of the sources)
+	@$(PY) -m pip download --quiet --disable-pip-version-check --only-binary=:all: --no-index \
+	    --find-links $(BUILD)/wheels --dest $(BUILD)/wheels hatchling==1.33.0 2>/dev/null \
+	  || $(PY) -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+	    --dest $(BUILD)/wheels hatchling==1.33.0
 	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir $(BUILD)/wheels .
 
 # constructor is only on conda-forge, which dev machines and CI cannot reach:
@@ -44,7 +51,22 @@ wheels:
 installer:
 	$(if $(shell command -v constructor 2>/dev/null),,$(error make installer: constructor is not on PATH and only conda-forge ships it - not reachable here. Get it with 'conda install -c conda-forge constructor' where conda-forge is reachable or build the installer in release CI))
 	$(MAKE) channel
+ifeq ($(FLAVOR),)
 	BAREHUB_CHANNEL=$(abspath $(BUILD)/channel) constructor construct/ --output-dir $(BUILD)/installer
+else
+	@# A flavor (flavors/$(FLAVOR).yaml, docs/flavors.md): the base definition plus the flavor's
+	@# packages and examples, rendered into $(BUILD)/flavors/$(FLAVOR)/construct.yaml.
+	@# constructor's own python has PyYAML and Jinja2, which the renderer needs.
+	$$(dirname $$(command -v constructor))/python scripts/flavor.py render $(FLAVOR) --channel $(abspath $(BUILD)/channel)
+	constructor $(BUILD)/flavors/$(FLAVOR)/ --output-dir $(BUILD)/installer
+endif
+
+# Regenerate flavors/$(FLAVOR).pypi.lock: the flavor's pins resolved on top of construct/pypi.lock.
+.PHONY: flavor-lock
+flavor-lock:
+	$(if $(FLAVOR),,$(error usage: make flavor-lock FLAVOR=<name of a flavors/*.yaml file>))
+	@# the test venv has PyYAML (make test-deps); the lock itself is resolved with $(PY)
+	$(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PY)) scripts/flavor.py lock $(FLAVOR) --python $(PY)
 
 # A real self-extracting installer with constructor's options and post_install
 # contract, for tests: a venv from $(PY) with the wheels installed offline
@@ -68,7 +90,7 @@ lock:
 # What the tests need: Debian tools, the wheelhouse, and a test venv from
 # $(PY) (not a pyenv python under /root: users' servers must be able to run it).
 TRY_APT_PACKAGES := python3-pip python3-venv systemd-container debootstrap zstd
-APT_PACKAGES := python3-pip python3-venv shellcheck systemd make chromium systemd-container debootstrap zstd pebble openssl
+APT_PACKAGES := python3-pip python3-venv shellcheck systemd make chromium systemd-container debootstrap zstd pebble openssl sudo
 # Install missing Debian packages (as root): make apt-deps PKGS="..."
 PKGS ?= $(APT_PACKAGES)
 apt-deps:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_install import barehub, base, install  # noqa: F401 (base is a fixture)
+from test_install import barehub, install
 
 import barehub as pkg
 
@@ -47,3 +47,7 @@ def test_default_base_follows_the_environment(tmp_path):
     assert str(default_base({}, "/opt/barehub/envs/2026.11.0")) == "/opt/barehub"
     assert str(default_base({"BAREHUB_BASE": "/srv/jh"}, "/opt/barehub/envs/2026.11.0")) == "/srv/jh"
     assert str(default_base({}, "/usr")) == "/opt/barehub"
+    # BASE/hub/bin/barehub: sys.prefix is the hub link itself
+    (tmp_path / "envs" / "2026.11.0").mkdir(parents=True)
+    (tmp_path / "hub").symlink_to("envs/2026.11.0")
+    assert default_base({}, str(tmp_path / "hub")) == tmp_path

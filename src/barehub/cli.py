@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import barehub
-from barehub import hubconfig, proxy, settings, systemd
+from barehub import hubconfig, proxy, settings, systemd, upgrade
 from barehub.install import (Context, InstallError, install, proxy_changes, render_units, validate_https,
                              write_proxy_files)
 from barehub.layout import HUB_UNIT, PROXY_UNIT, Layout, NotABase
@@ -25,6 +25,8 @@ def default_base(environ: os._Environ[str] | dict[str, str], prefix: str) -> Pat
     p = Path(prefix)
     if p.parent.name == "envs":
         return p.parent.parent
+    if p.name == "hub" and p.is_symlink():  # run as BASE/hub/bin/barehub: sys.prefix is the link
+        return p.parent
     return Path("/opt/barehub")
 
 
@@ -206,6 +208,52 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     return 0
 
 
+def _base_or_error(args: argparse.Namespace) -> Layout:
+    layout = Layout.at(args.base)
+    if not layout.looks_like_base():
+        raise NotABase(f"{layout.base} is not a barehub base (no barehub.toml). Pass --base.")
+    return layout
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    layout = _base_or_error(args)
+    lines = upgrade.versions_table(layout)
+    if not lines:
+        print(f"no environments in {layout.envs}/")
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    layout = _base_or_error(args)
+    if os.geteuid() != 0 and not args.no_start:
+        print("error: barehub rollback must run as root (sudo), or with --no-start.", file=sys.stderr)
+        return 2
+    return upgrade.rollback(layout, no_start=args.no_start)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    layout = _base_or_error(args)
+    upgrade.prune(layout, args.keep)
+    return 0
+
+
+def cmd_env_export(args: argparse.Namespace) -> int:
+    layout = Layout.at(args.base)
+    env = Path(args.prefix) if args.prefix else upgrade.active_env(layout)
+    if env is None:
+        print(f"error: {layout.hub_link} points to no environment; pass --prefix.", file=sys.stderr)
+        return 2
+    text = upgrade.export(env, layout)
+    if args.output and args.output != "-":
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output} ({sum(1 for line in text.splitlines() if not line.startswith(('#', '@')))} packages)")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     base_default = default_base(os.environ, sys.prefix)
     parser = argparse.ArgumentParser(prog="barehub", description="Manage a barehub JupyterHub base.")
@@ -226,6 +274,24 @@ def build_parser() -> argparse.ArgumentParser:
     add("render-proxy", "re-render traefik's configuration from barehub.toml "
         "(jupyterhub-proxy.service runs it before traefik starts)").set_defaults(func=cmd_render_proxy)
     add("status", "show the version, base, unit states and public URL").set_defaults(func=cmd_status)
+    add("versions", "list the installed environments (envs/<version>/) and mark the active one"
+        ).set_defaults(func=cmd_versions)
+    p = add("rollback", "switch back to the environment the last upgrade came from, restore the "
+            "database backup it took, and restart")
+    p.add_argument("--no-start", action="store_true", help="write files only; stop and start nothing")
+    p.set_defaults(func=cmd_rollback)
+    p = add("prune", "remove old environments, never the active one or the rollback target")
+    p.add_argument("--keep", type=int, required=True, metavar="N", help="how many of the newest to keep")
+    p.set_defaults(func=cmd_prune)
+    p = add("env", "the active environment")
+    env_sub = p.add_subparsers(dest="env_command", required=True)
+    e = env_sub.add_parser("export", help="write the active environment's exact package list (a lockfile)",
+                           description="write the active environment's exact package list: conda's "
+                           "@EXPLICIT format (conda env) or name==version lines (pip env)")
+    e.add_argument("--base", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    e.add_argument("-o", "--output", help="file to write (default: standard output)")
+    e.add_argument("--prefix", help="export this environment instead of the active one")
+    e.set_defaults(func=cmd_env_export)
     p = add("uninstall", "stop and remove the services, the base and the proxy user")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_uninstall)
@@ -236,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InstallError, NotABase, settings.SettingsError, systemd.SystemdError) as e:
+    except (InstallError, NotABase, settings.SettingsError, systemd.SystemdError, upgrade.UpgradeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except hubconfig.ConfigDError as e:

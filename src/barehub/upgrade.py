@@ -1,0 +1,533 @@
+"""Releases side by side: upgrade, rollback, prune, and what an environment holds.
+
+Every release lives in its own ``envs/<version>/``; the ``hub`` link names the
+active one. An upgrade installs beside the active env and switches the link;
+it records what it did in ``state/upgrades.json`` (from, to, the database
+backup, when), which is what ``barehub rollback`` undoes and what ``barehub
+prune`` keeps.
+
+Versions are CalVer, ``YYYY.MM.N``, compared as tuples of numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import barehub
+from barehub import render
+from barehub.layout import Layout
+
+_CALVER = re.compile(r"^(\d{4})\.(\d{1,2})\.(\d+)$")
+#: Site additions the upgrade applies to the new environment (see docs/upgrade.md).
+SITE_REQUIREMENTS = "site-requirements.txt"
+SITE_ENVIRONMENT = "site-environment.yml"
+
+
+class UpgradeError(Exception):
+    pass
+
+
+# ------------------------------------------------------------------ versions
+
+
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    m = _CALVER.match(text or "")
+    return tuple(int(g) for g in m.groups()) if m else None
+
+
+def site_packages(env: Path) -> list[Path]:
+    return sorted(p for p in env.glob("lib/python3*/site-packages") if p.is_dir())
+
+
+def env_version(env: Path) -> str | None:
+    """The barehub release an environment holds: its directory name, else barehub's dist-info."""
+    if parse_version(env.name):
+        return env.name
+    for sp in site_packages(env):
+        for dist in metadata.distributions(path=[str(sp)]):
+            if _norm(dist.metadata["Name"] or "") == "barehub":
+                return dist.version
+    return None
+
+
+def active_env(layout: Layout) -> Path | None:
+    """The environment the `hub` link points at, if the link exists and the env does."""
+    link = layout.hub_link
+    try:
+        if not link.is_symlink():
+            return None
+        target = Path(os.path.normpath(link.parent / os.readlink(link)))
+        return target if target.is_dir() else None
+    except OSError:  # an unreadable base: the checks that follow say so
+        return None
+
+
+def installed_envs(layout: Layout) -> list[tuple[str, Path]]:
+    """(version, path) of every envs/<version>/, newest first."""
+    if not layout.envs.is_dir():
+        return []
+    found = [(p.name, p) for p in layout.envs.iterdir() if p.is_dir() and parse_version(p.name)]
+    return sorted(found, key=lambda vp: parse_version(vp[0]), reverse=True)
+
+
+@dataclass
+class Plan:
+    """What `barehub install` does with this prefix: fresh, repair, upgrade or older."""
+
+    kind: str
+    new_version: str
+    old_env: Path | None = None
+    old_version: str | None = None
+
+
+def decide(layout: Layout, prefix: Path, new_version: str = barehub.__version__) -> Plan:
+    old = active_env(layout)
+    if old is None:
+        return Plan("fresh", new_version)
+    old_version = env_version(old)
+    plan = Plan("repair", new_version, old, old_version)
+    if old.resolve() == prefix.resolve():
+        return plan
+    old_t, new_t = parse_version(old_version), parse_version(new_version)
+    if old_t is None or new_t is None or old_t == new_t:
+        return plan  # same release elsewhere, or a version we cannot compare: today's behaviour
+    plan.kind = "upgrade" if new_t > old_t else "older"
+    return plan
+
+
+def refusal(layout: Layout, plan: Plan, prefix: Path) -> str:
+    return (
+        f"barehub {plan.old_version} is active ({layout.hub_link} -> {plan.old_env}); this installer is "
+        f"the older {plan.new_version}. To go back, use `barehub rollback`:\n"
+        f"  {layout.hub_link}/bin/barehub versions     # what is installed, and the rollback target\n"
+        f"  {layout.hub_link}/bin/barehub rollback\n"
+        f"Nothing was changed and barehub {plan.old_version} keeps running. The installer extracted "
+        f"{prefix}, which is not used: remove it with `rm -rf {prefix}` (or `barehub prune`)."
+    )
+
+
+# ------------------------------------------------------------------ upgrade records and db backups
+
+
+def records(layout: Layout) -> list[dict]:
+    try:
+        data = json.loads((layout.state / "upgrades.json").read_text())
+    except FileNotFoundError:
+        return []
+    except ValueError as e:
+        raise UpgradeError(f"{layout.state / 'upgrades.json'} is not valid JSON ({e}); fix or remove it") from None
+    return data if isinstance(data, list) else []
+
+
+def write_records(layout: Layout, recs: list[dict]) -> None:
+    render.write_atomic(layout.state / "upgrades.json", json.dumps(recs, indent=1) + "\n", 0o600)
+
+
+def add_record(layout: Layout, **fields: object) -> dict:
+    rec = {"time": utc_now(), **fields}
+    write_records(layout, [*records(layout), rec])
+    return rec
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def last_upgrade(layout: Layout) -> dict | None:
+    """The upgrade that made the active env active and was not rolled back, if any."""
+    active = active_env(layout)
+    if active is None:
+        return None
+    for rec in reversed(records(layout)):
+        if rec.get("rolled_back"):
+            continue
+        if Path(rec.get("to_env", "")).resolve() == active.resolve():
+            return rec
+        return None  # a later record is about another env: the last upgrade is not this one
+    return None
+
+
+def rollback_target(layout: Layout) -> Path | None:
+    rec = last_upgrade(layout)
+    return Path(rec["from_env"]) if rec else None
+
+
+def backups_dir(layout: Layout) -> Path:
+    d = layout.state / "backups"
+    d.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(d, 0o700)
+    return d
+
+
+def copy_db(src: Path, dst: Path) -> None:
+    """A consistent copy of a sqlite db (sqlite's backup API), mode 600, written then renamed."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    try:
+        s = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+        try:
+            d = sqlite3.connect(tmp)
+            try:
+                s.backup(d)
+            finally:
+                d.close()
+        finally:
+            s.close()
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def backup_db(layout: Layout, label: str) -> Path | None:
+    """state/backups/jupyterhub.sqlite.<label>.<UTC time>, mode 600; None without a db."""
+    if not layout.db_file.exists():
+        return None
+    dst = backups_dir(layout) / f"{layout.db_file.name}.{label}.{_stamp()}"
+    copy_db(layout.db_file, dst)
+    return dst
+
+
+def restore_db(layout: Layout, backup: Path) -> None:
+    """Put a backup back as the hub's db, keeping the current db's owner and mode."""
+    st = layout.db_file.stat() if layout.db_file.exists() else None
+    tmp = layout.db_file.with_name(f".{layout.db_file.name}.restore")
+    shutil.copyfile(backup, tmp)
+    os.chmod(tmp, (st.st_mode & 0o777) if st else 0o600)
+    if st and os.geteuid() == 0:
+        os.chown(tmp, st.st_uid, st.st_gid)
+    os.replace(tmp, layout.db_file)
+    for suffix in ("-journal", "-wal", "-shm"):  # leftovers belong to the replaced db
+        layout.db_file.with_name(layout.db_file.name + suffix).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ what an environment holds
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    kind: str  # "conda" or "pip"
+    url: str = ""
+    md5: str = ""
+
+
+def conda_packages(env: Path) -> dict[str, Package]:
+    out = {}
+    for meta in sorted((env / "conda-meta").glob("*.json")):
+        try:
+            data = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        if "name" in data:
+            out[data["name"]] = Package(data["name"], str(data.get("version", "")), "conda",
+                                        data.get("url", ""), data.get("md5", ""))
+    return out
+
+
+def python_packages(env: Path) -> dict[str, Package]:
+    """Distributions in the env's site-packages that conda did not install."""
+    out = {}
+    for sp in site_packages(env):
+        for dist in metadata.distributions(path=[str(sp)]):
+            name = dist.metadata["Name"]
+            if not name:
+                continue
+            installer = (dist.read_text("INSTALLER") or "").strip()
+            out[_norm(name)] = Package(name, dist.version, "conda" if installer == "conda" else "pip")
+    return out
+
+
+def module_owner(env: Path, module: str) -> Package | None:
+    """The distribution in env that provides the top-level module `module`."""
+    for sp in site_packages(env):
+        for dist in metadata.distributions(path=[str(sp)]):
+            tops = set((dist.read_text("top_level.txt") or "").split())
+            for f in dist.files or []:
+                parts = f.parts
+                if parts and not parts[0].endswith((".dist-info", ".egg-info", "..")):
+                    tops.add(parts[0][:-3] if parts[0].endswith(".py") else parts[0])
+            if module in tops:
+                name = dist.metadata["Name"]
+                installer = (dist.read_text("INSTALLER") or "").strip()
+                return Package(name, dist.version, "conda" if installer == "conda" else "pip")
+    return None
+
+
+def site_additions(old: Path, new: Path) -> list[Package]:
+    """Packages in the old env that the new one lacks (conda packages, then pip-only ones)."""
+    old_conda, new_conda = conda_packages(old), conda_packages(new)
+    missing = [p for n, p in sorted(old_conda.items()) if n not in new_conda]
+    new_py = python_packages(new)
+    new_names = set(new_py) | {_norm(n) for n in new_conda}
+    for key, p in sorted(python_packages(old).items()):
+        if p.kind == "pip" and key not in new_names:
+            missing.append(p)
+    return missing
+
+
+def add_command(env: Path, pkgs: list[Package]) -> list[str]:
+    cmds = []
+    conda = [p for p in pkgs if p.kind == "conda"]
+    pip = [p for p in pkgs if p.kind == "pip"]
+    if conda:
+        cmds.append(f"conda install -p {env} " + " ".join(f"'{p.name}={p.version}'" for p in conda))
+    if pip:
+        cmds.append(f"{env}/bin/python -m pip install " + " ".join(f"'{p.name}=={p.version}'" for p in pip))
+    return cmds
+
+
+def missing_module_message(module: str, old_env: Path | None, new_env: Path, old_version: str | None) -> str:
+    owner = module_owner(old_env, module) if old_env else None
+    what = f"`{module}`"
+    if owner:
+        what += f" ({owner.name} {owner.version} in the active environment, installed with {owner.kind})"
+        cmds = add_command(new_env, [owner])
+    else:
+        cmds = [f"{new_env}/bin/python -m pip install {module}   (or: conda install -p {new_env} {module})"]
+    keeps = f"barehub {old_version} keeps running" if old_version else "nothing was started"
+    return (f"the new environment lacks the Python package providing {what}. Add it with\n"
+            + "".join(f"  {c}\n" for c in cmds)
+            + f"then run the installer again with -u, or build a flavor (docs/upgrade.md).\n"
+            f"Nothing was changed; {keeps}.")
+
+
+# ------------------------------------------------------------------ site environment files
+
+
+def apply_site_files(layout: Layout, env: Path, say: Callable[[str], None]) -> None:
+    """Apply site-requirements.txt (pip) and site-environment.yml (conda) to a new env.
+
+    They need their package source (an index, a channel or a local wheelhouse):
+    when that is not reachable the step warns and the upgrade goes on; the
+    check that follows says whether the configuration needs what is missing.
+    """
+    reqs = layout.base / SITE_REQUIREMENTS
+    if reqs.is_file():
+        cmd = [str(env / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+               "--retries", "1", "--timeout", "15", "-r", str(reqs)]
+        say(f"applying {reqs}: {' '.join(cmd)}")
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            say(f"warning: could not apply {reqs} (is its index reachable?):\n{_tail(r.stderr or r.stdout)}")
+    envfile = layout.base / SITE_ENVIRONMENT
+    if envfile.is_file():
+        tool = next((t for t in (shutil.which("mamba"), shutil.which("conda"), shutil.which("micromamba"),
+                                 str(env / "bin" / "conda")) if t and os.access(t, os.X_OK)), None)
+        if tool is None:
+            say(f"warning: {envfile} not applied: no conda, mamba or micromamba found on PATH")
+            return
+        if tool.endswith("micromamba"):
+            cmd = [tool, "install", "-y", "-p", str(env), "-f", str(envfile)]
+        else:
+            cmd = [tool, "env", "update", "-p", str(env), "-f", str(envfile)]
+        say(f"applying {envfile}: {' '.join(cmd)}")
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            say(f"warning: could not apply {envfile} (is its channel reachable?):\n{_tail(r.stderr or r.stdout)}")
+
+
+def _tail(text: str, n: int = 8) -> str:
+    return "\n".join("  " + line for line in text.strip().splitlines()[-n:])
+
+
+# ------------------------------------------------------------------ env export
+
+
+def export(env: Path, layout: Layout) -> str:
+    """The env's exact package list: conda's @EXPLICIT format, or pip requirements for a venv."""
+    version = env_version(env) or "unknown"
+    head = [f"# barehub {version}: environment {env}",
+            f"# base {layout.base}, exported {utc_now()} by barehub {barehub.__version__}"]
+    conda = conda_packages(env)
+    pip_only = [p for p in python_packages(env).values() if p.kind == "pip"]
+    if conda:
+        subdir = next((json.loads(m.read_text()).get("subdir") for m in (env / "conda-meta").glob("*.json")), "")
+        lines = head + ["# Recreate with: conda create -p NEW_PREFIX --file THIS_FILE",
+                        *([f"# platform: {subdir}"] if subdir else []), "@EXPLICIT"]
+        for p in sorted(conda.values(), key=lambda p: p.name):
+            lines.append(f"{p.url}#{p.md5}" if p.url and p.md5 else (p.url or f"# {p.name}=={p.version}: no url recorded"))
+        if pip_only:
+            lines.append("# installed with pip (not part of the explicit list; add with pip install):")
+            lines += [f"# pip: {p.name}=={p.version}" for p in sorted(pip_only, key=lambda p: p.name.lower())]
+        return "\n".join(lines) + "\n"
+    lines = head + ["# Recreate with: python -m pip install -r THIS_FILE"]
+    lines += [f"{p.name}=={p.version}" for p in sorted(python_packages(env).values(), key=lambda p: p.name.lower())]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ versions, rollback, prune
+
+
+def versions_table(layout: Layout) -> list[str]:
+    active = active_env(layout)
+    target = rollback_target(layout)
+    lines = []
+    for version, path in installed_envs(layout):
+        marks = []
+        if active and path.resolve() == active.resolve():
+            marks.append("active")
+        if target and path.resolve() == target.resolve():
+            marks.append("rollback target")
+        lines.append(f"{'*' if 'active' in marks else ' '} {version:<12} {path}"
+                     + (f"  ({', '.join(marks)})" if marks else ""))
+    if active and not any(active.resolve() == p.resolve() for _, p in installed_envs(layout)):
+        lines.insert(0, f"* {env_version(active) or '?':<12} {active}  (active)")
+    return lines
+
+
+def prune(layout: Layout, keep: int, say: Callable[[str], None] = print) -> list[Path]:
+    """Remove envs beyond the `keep` newest; never the active one or the rollback target."""
+    if keep < 1:
+        raise UpgradeError("--keep must be at least 1")
+    protected = {p.resolve() for p in (active_env(layout), rollback_target(layout)) if p}
+    removed = []
+    for i, (version, path) in enumerate(installed_envs(layout)):
+        if i < keep:
+            continue
+        if path.resolve() in protected:
+            say(f"kept {path} ({'active' if path.resolve() == (active_env(layout) or Path()).resolve() else 'rollback target'})")
+            continue
+        shutil.rmtree(path)
+        say(f"removed {path}")
+        removed.append(path)
+    if not removed:
+        say("nothing to remove")
+    return removed
+
+
+def rollback(layout: Layout, *, no_start: bool = False, say: Callable[[str], None] = print) -> int:
+    """Switch back to the env the last upgrade came from, restore its db backup, restart."""
+    from barehub import systemd
+    from barehub.install import switch_link
+    from barehub.layout import HUB_UNIT
+
+    rec = last_upgrade(layout)
+    active = active_env(layout)
+    if rec is None or active is None:
+        raise UpgradeError(f"nothing to roll back: no upgrade to the active environment ({active}) is recorded "
+                           f"in {layout.state / 'upgrades.json'}. `barehub versions` lists what is installed.")
+    old_env = Path(rec["from_env"])
+    if not (old_env / "bin" / "python").exists():
+        raise UpgradeError(f"cannot roll back to {old_env}: it is gone (pruned or removed). Install barehub "
+                           f"{rec.get('from')} again with its installer instead.")
+    backup = Path(rec["backup"]) if rec.get("backup") else None
+    if backup is not None and not backup.exists():
+        raise UpgradeError(f"the database backup {backup} of that upgrade is missing: not rolling back.")
+    py = str(old_env / "bin" / "python")
+    say(f"barehub rollback: {rec.get('to')} ({active}) -> {rec.get('from')} ({old_env})")
+
+    say(f"1. check: barehub {rec.get('from')} loads {layout.settings_file} and {layout.config_d}/")
+    r = subprocess.run([py, "-m", "barehub", "check", "--base", str(layout.base)], capture_output=True, text=True)
+    if r.returncode:
+        raise UpgradeError(f"barehub {rec.get('from')} cannot load the current configuration:\n"
+                           f"{(r.stderr or r.stdout).strip()}\nNothing was changed.")
+
+    start = not no_start and systemd.is_running()
+    if start:
+        say(f"2. stop {HUB_UNIT} (users' servers and the proxy keep running)")
+        systemd.systemctl("stop", HUB_UNIT)
+    else:
+        say("2. systemd is not managing barehub here (or --no-start): nothing to stop")
+    if backup is not None:
+        kept = backup_db(layout, f"pre-rollback-{rec.get('to')}")
+        say(f"3. database: kept the current one as {kept}; restored {backup}")
+        restore_db(layout, backup)
+    else:
+        say("3. database: the upgrade found none, nothing to restore")
+    switch_link(layout.hub_link, old_env)
+    say(f"4. {layout.hub_link} -> {os.readlink(layout.hub_link)}")
+    rec["rolled_back"] = utc_now()
+    recs = records(layout)
+    for i in range(len(recs) - 1, -1, -1):
+        if recs[i].get("time") == rec.get("time") and recs[i].get("to_env") == rec.get("to_env"):
+            recs[i] = rec
+            break
+    write_records(layout, recs)
+    say(f"5. re-render generated files and {'restart' if start else 'start nothing'} with barehub {rec.get('from')}:")
+    cmd = [py, "-m", "barehub", "install", "--base", str(layout.base), "--prefix", str(old_env)]
+    if not start:
+        cmd.append("--no-start")
+    sys.stdout.flush()
+    r = subprocess.run(cmd, text=True)
+    if r.returncode:
+        raise UpgradeError(f"`{' '.join(cmd)}` failed (above). The hub link points to {old_env} and the "
+                           "database is restored; fix the problem, then run that command again.")
+    say(f"rolled back to barehub {rec.get('from')}")
+    return 0
+
+
+def upgrade_db(layout: Layout, prefix: Path, say: Callable[[str], None]) -> None:
+    """`jupyterhub upgrade-db` with the new env, against the hub's own configuration."""
+    config = Path(barehub.__file__).resolve().parent / "jupyterhub_config.py"
+    cmd = [str(prefix / "bin" / "python"), "-m", "jupyterhub", "upgrade-db", f"--config={config}"]
+    env = {**os.environ, "BAREHUB_BASE": str(layout.base)}
+    r = subprocess.run(cmd, cwd=layout.state, env=env, capture_output=True, text=True)
+    if r.returncode:
+        raise UpgradeError(f"`{' '.join(cmd)}` failed:\n{_tail(r.stderr or r.stdout, 20)}")
+    # jupyterhub keeps its own copy next to the db when it migrates: keep it private
+    for p in layout.state.glob(f"{layout.db_file.name}.*"):
+        if p.is_file():
+            os.chmod(p, 0o600)
+
+
+# ------------------------------------------------------------------ the check with the new env
+
+#: JupyterHub traits that name a class, and the entry-point group of their short names.
+CLASS_TRAITS = (("authenticator_class", "jupyterhub.authenticators"),
+                ("spawner_class", "jupyterhub.spawners"),
+                ("proxy_class", "jupyterhub.proxies"))
+
+
+def unresolvable_classes(layout: Layout) -> list[tuple[str, str, str]]:
+    """(trait, value, top-level module) for each class config.d names that this env cannot import.
+
+    Run by the new environment: executing the files catches imports; this
+    catches classes given as strings (e.g. "batchspawner.SlurmSpawner"),
+    which the hub would only import when it starts. Nothing is imported here.
+    """
+    import importlib.util
+
+    from traitlets.config import Config
+
+    from barehub import hubconfig
+
+    c = Config()
+    hubconfig.load_config_d(layout, c)
+    out = []
+    for trait, group in CLASS_TRAITS:
+        if trait not in c.JupyterHub:
+            continue
+        value = c.JupyterHub[trait]
+        if not isinstance(value, str) or not value:
+            continue
+        if value in {ep.name for ep in metadata.entry_points(group=group)}:
+            continue
+        top = value.split(".")[0]
+        if "." in value and importlib.util.find_spec(top) is not None:
+            continue
+        out.append((trait, value, top))
+    return out
