@@ -81,6 +81,27 @@ def make_env(prefix: Path, wheels: Path, *, singleuser: bool = True) -> Path:
     return prefix
 
 
+def install_base(base: Path, wheels: Path) -> tuple[Path, str, subprocess.CompletedProcess[str]]:
+    """Install a base the way an admin's installer run would, without starting anything.
+
+    The env is reproduced from the lock at BASE/envs/<version>, barehub.toml gets
+    free loopback ports first (as a site's config management would write it), then
+    post_install.sh runs under constructor's contract with BAREHUB_NO_START=1.
+    Returns (prefix, the proxy's URL, the hook's result).
+    """
+    from helpers import constructor_env, free_ports, run_post_install, version
+
+    v = version()
+    prefix = make_env(base / "envs" / v, wheels)
+    http_port, api_port, hub_port = free_ports(3)
+    (base / "barehub.toml").write_text(
+        f"[proxy]\nhttp_port = {http_port}\napi_port = {api_port}\n\n[hub]\nport = {hub_port}\n"
+    )
+    result = run_post_install(prefix, constructor_env(prefix, v, extra={"BAREHUB_NO_START": "1"}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return prefix, f"http://127.0.0.1:{http_port}", result
+
+
 def pytest_terminal_summary(terminalreporter):
     from helpers import MEASUREMENTS
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 import helpers
-from conftest import make_env, require_root
-from helpers import Proc, constructor_env, free_ports, run_post_install, unit_command, version, wait_for
+from conftest import install_base, require_root
+from helpers import Proc, unit_command, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -60,15 +60,8 @@ def lab_user():
 def hub(scratch, wheelhouse, lab_user):
     """traefik and the hub of a base installed by post_install.sh, serving on 127.0.0.1."""
     t0 = time.monotonic()
-    v = version()
     base = scratch / "browser-base"
-    prefix = make_env(base / "envs" / v, wheelhouse)
-    http_port, api_port, hub_port = free_ports(3)
-    (base / "barehub.toml").write_text(
-        f"[proxy]\nhttp_port = {http_port}\napi_port = {api_port}\n\n[hub]\nport = {hub_port}\n"
-    )
-    result = run_post_install(prefix, constructor_env(prefix, v, extra={"BAREHUB_NO_START": "1"}))
-    assert result.returncode == 0, result.stdout + result.stderr
+    prefix, url, _ = install_base(base, wheelhouse)
     token = secrets.token_hex(16)
     (base / "jupyterhub_config.d" / "10-auth.py").write_text(
         'c.JupyterHub.authenticator_class = "shared-password"\n'
@@ -88,7 +81,6 @@ def hub(scratch, wheelhouse, lab_user):
         return Proc(argv, env=env, cwd=cwd, log=logs / f"{unit}.log", name=unit)
 
     proxy, hub = start("jupyterhub-proxy.service"), start("jupyterhub.service")
-    url = f"http://127.0.0.1:{http_port}"
     try:
         wait_for(lambda: status(url + "/hub/api/") == 200, 60, what="hub through traefik")
     except TimeoutError:

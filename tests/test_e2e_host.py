@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 import helpers
-from conftest import make_env, require_root
-from helpers import Proc, constructor_env, free_ports, run_post_install, unit_command, version, wait_for, report
+from conftest import install_base, require_root
+from helpers import Proc, unit_command, version, wait_for, report
 
 pytestmark = pytest.mark.e2e
 
@@ -61,17 +61,9 @@ def local_user():
 @pytest.fixture(scope="module")
 def installed(scratch, wheelhouse, local_user):
     """A base installed by post_install.sh into BASE/envs/<version>, nothing started."""
-    v = version()
     base = scratch / "e2e-base"
-    prefix = make_env(base / "envs" / v, wheelhouse)
-    http_port, api_port, hub_port = free_ports(3)
+    prefix, url, result = install_base(base, wheelhouse)
     service_token = secrets.token_hex(16)
-    # barehub.toml written before the installer runs, as a site's config management would
-    (base / "barehub.toml").write_text(
-        f"[proxy]\nhttp_port = {http_port}\napi_port = {api_port}\n\n[hub]\nport = {hub_port}\n"
-    )
-    result = run_post_install(prefix, constructor_env(prefix, v, extra={"BAREHUB_NO_START": "1"}))
-    assert result.returncode == 0, result.stdout + result.stderr
     assert "nothing was started" in result.stdout
     confd = base / "jupyterhub_config.d"
     (confd / "10-auth.py").write_text(
@@ -85,7 +77,7 @@ def installed(scratch, wheelhouse, local_user):
         '    "scopes": ["admin:users", "admin:servers", "tokens"]}]\n'
         'c.Spawner.start_timeout = 60\n'
     )
-    return {"base": base, "prefix": prefix, "url": f"http://127.0.0.1:{http_port}", "token": service_token}
+    return {"base": base, "prefix": prefix, "url": url, "token": service_token}
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ import urllib.request
 import pytest
 
 import helpers
-from conftest import make_env, require_root
-from helpers import Proc, constructor_env, free_ports, report, run_post_install, unit_command, version, wait_for
+from conftest import install_base, require_root
+from helpers import Proc, report, unit_command, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -42,16 +42,9 @@ def api(url, token, method="GET", timeout=10):
 def culled_base(scratch, wheelhouse):
     require_root()
     with helpers.local_user(USER):
-        v = version()
         base = scratch / "cull-base"
-        prefix = make_env(base / "envs" / v, wheelhouse)
-        http_port, api_port, hub_port = free_ports(3)
-        (base / "barehub.toml").write_text(
-            f"[proxy]\nhttp_port = {http_port}\napi_port = {api_port}\n\n[hub]\nport = {hub_port}\n"
-        )
-        result = run_post_install(prefix, constructor_env(prefix, v, extra={"BAREHUB_NO_START": "1"}))
-        assert result.returncode == 0, result.stdout + result.stderr
-        yield base, f"http://127.0.0.1:{http_port}"
+        _, url, _ = install_base(base, wheelhouse)
+        yield base, url
 
 
 def test_enabled_culler_stops_an_idle_server(culled_base, scratch):
