@@ -27,6 +27,12 @@ BASE = "/opt/barehub"
 URL = "http://127.0.0.1"  # traefik on port 80, inside the container's network namespace
 USER, PASSWORD = "alice", "alice-" + secrets.token_hex(8)
 TOKEN = secrets.token_hex(16)  # API token of a test-driver service, added through config.d
+DRIVER_CONFIG = (  # jupyterhub_config.d/20-driver.py: that service, and USER allowed to log in
+    f'c.JupyterHub.services = [{{"name": "driver", "api_token": "{TOKEN}"}}]\n'
+    'c.JupyterHub.load_roles = [{"name": "driver", "services": ["driver"],\n'
+    '    "scopes": ["admin:users", "admin:servers", "tokens", "list:users"]}]\n'
+    f'c.Authenticator.allowed_users = {{"{USER}"}}\n'
+)
 INSTALLER = f"/root/barehub-{version()}-Linux-x86_64.sh"
 PROBES = REPO / "tests" / "probes.py"
 
@@ -191,11 +197,7 @@ def test_proxy_api_only_on_loopback_and_only_with_credentials(ct, hub):
 
 def test_valid_reload_restarts_the_hub_with_the_change(ct, hub):
     pid = hub.main_pid("jupyterhub.service")
-    hub.write(f"{BASE}/jupyterhub_config.d/20-driver.py",
-              f'c.JupyterHub.services = [{{"name": "driver", "api_token": "{TOKEN}"}}]\n'
-              'c.JupyterHub.load_roles = [{"name": "driver", "services": ["driver"],\n'
-              '    "scopes": ["admin:users", "admin:servers", "tokens", "list:users"]}]\n'
-              f'c.Authenticator.allowed_users = {{"{USER}"}}\n')
+    hub.write(f"{BASE}/jupyterhub_config.d/20-driver.py", DRIVER_CONFIG)
     # proves that a root hub can still use sudo inside its sandbox (batchspawner does)
     hub.write(f"{BASE}/jupyterhub_config.d/25-sudo-probe.py",
               "import subprocess\n"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, version, wait_for
-from system.test_systemd import TOKEN, USER, Hub, Probes, assert_no_failures
+from system.test_systemd import DRIVER_CONFIG, USER, Hub, Probes, assert_no_failures
 
 BASE = "/opt/barehub"
 FIRST = version()
@@ -135,11 +135,7 @@ def test_install_the_first_release(ct, hub):
 def before(ct, hub):
     """A service token and a user through config.d, a running server, a user token."""
     pid = hub.main_pid("jupyterhub.service")
-    hub.write(f"{BASE}/jupyterhub_config.d/20-driver.py",
-              f'c.JupyterHub.services = [{{"name": "driver", "api_token": "{TOKEN}"}}]\n'
-              'c.JupyterHub.load_roles = [{"name": "driver", "services": ["driver"],\n'
-              '    "scopes": ["admin:users", "admin:servers", "tokens", "list:users"]}]\n'
-              f'c.Authenticator.allowed_users = {{"{USER}"}}\n')
+    hub.write(f"{BASE}/jupyterhub_config.d/20-driver.py", DRIVER_CONFIG)
     hub.systemctl("reload", "jupyterhub")
     wait_for(lambda: hub.main_pid("jupyterhub.service") not in (0, pid) and hub.up(), 60, what="hub reloaded")
     assert hub.api(f"/users/{USER}", "POST")[0] in (201, 409)
