@@ -44,6 +44,12 @@ wheels:
 	    --find-links $(BUILD)/wheels --dest $(BUILD)/wheels hatchling==1.33.0 2>/dev/null \
 	  || $(PY) -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
 	    --dest $(BUILD)/wheels hatchling==1.33.0
+	@# each flavor's additions (flavors/*.pypi.lock), for the use-case tests
+	@for lock in flavors/*.pypi.lock; do \
+	  $(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --no-index \
+	    --find-links $(BUILD)/wheels --dest $(BUILD)/wheels -r $$lock 2>/dev/null \
+	  || $(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+	    --dest $(BUILD)/wheels -r $$lock || exit 1; done
 	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir $(BUILD)/wheels .
 
 # constructor is only on conda-forge, which dev machines and CI cannot reach:
@@ -90,7 +96,8 @@ lock:
 # What the tests need: Debian tools, the wheelhouse, and a test venv from
 # $(PY) (not a pyenv python under /root: users' servers must be able to run it).
 TRY_APT_PACKAGES := python3-pip python3-venv systemd-container debootstrap zstd
-APT_PACKAGES := python3-pip python3-venv shellcheck systemd make chromium systemd-container debootstrap zstd pebble openssl sudo
+APT_PACKAGES := python3-pip python3-venv shellcheck systemd make chromium systemd-container debootstrap zstd pebble openssl sudo \
+    slurm-wlm munge wrk nginx-light
 # Install missing Debian packages (as root): make apt-deps PKGS="..."
 PKGS ?= $(APT_PACKAGES)
 apt-deps:
