@@ -4,7 +4,7 @@
     python scripts/build_test_installer.py --version V --wheels build/wheels \\
         --requirements construct/pypi.lock [--requirements FILE ...] \\
         [--barehub-wheel PATH] [--python /usr/bin/python3] [--compression gz|zst] \\
-        --out build/test-installer/barehub-V-Linux-x86_64.sh
+        [--flavor NAME] --out build/test-installer/barehub-V-Linux-x86_64.sh
 
 The real product is a conda constructor installer, which cannot be built
 without conda-forge. This script makes an installer with the same command
@@ -23,6 +23,15 @@ MARKER (below), then a tar archive (gzip or zstd) with
     wheels/*.whl               exactly the wheels the requirements resolve to
     requirements/NN-<name>     the requirement files, in the order given
     post_install.sh            the hook (post_install/post_install.sh)
+    extra_files/<path>         only with --flavor: files copied to $PREFIX/<path>
+                               before the hook, like constructor's extra_files
+
+--flavor NAME makes the test installer of a flavor (flavors/NAME.yaml,
+docs/flavors.md): its lock flavors/NAME.pypi.lock is installed after the
+other requirement files, its examples land in $PREFIX/share/barehub/examples/
+and share/barehub/flavor.json records the flavor, where scripts/flavor.py
+puts them in the real installer; INSTALLER_NAME is barehub-NAME. Reading the
+flavor needs PyYAML (the test venv has it; /usr/bin/python3 may not).
 
 The header finds the payload through the marker line (so editing the header
 cannot break extraction) and checks it against the sha256 it records.
@@ -147,8 +156,33 @@ def _add_dir(tar: tarfile.TarFile, name: str) -> None:
     tar.addfile(info)
 
 
+def flavor_extras(name: str, version: str) -> tuple[Path, list[tuple[str, bytes]]]:
+    """A flavor's lock, and its files as (path under $PREFIX, content), as scripts/flavor.py ships them."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import flavor
+    except ImportError as e:
+        raise BuildError(f"--flavor needs scripts/flavor.py and PyYAML ({e}): run this with the test "
+                         "venv's python (.venv-test/bin/python, `make test-deps`)") from e
+    if not flavor.flavor_file(name).is_file():
+        raise BuildError(f"no flavor {name!r}: flavors/ has {flavor.flavor_names()}")
+    data = flavor.load(name)
+    found = flavor.problems(name, data, flavor.base_info())
+    if found:
+        raise BuildError("\n".join(found))
+    lock = flavor.lock_file(name)
+    if not lock.is_file():
+        raise BuildError(f"{lock} not found: run `make flavor-lock FLAVOR={name}`, then `make wheels`")
+    files = [(f"{flavor.EXAMPLES_DEST}/{Path(p).name}", (flavor.FLAVORS_DIR / p).read_bytes())
+             for p in data["examples"]]
+    record = {"flavor": name, "installer": f"{NAME}-{name}", "version": version, "specs": data["specs"]}
+    files.append((flavor.FLAVOR_JSON_DEST, (json.dumps(record, indent=1) + "\n").encode()))
+    return lock, files
+
+
 def write_payload(out: Path, wheel_files: list[Path], requirements: list[tuple[str, Path]],
-                  post_install: Path, compression: str) -> None:
+                  post_install: Path, compression: str,
+                  extra_files: list[tuple[str, bytes]] = ()) -> None:
     """Write the tar payload to `out`, compressed."""
     def members(tar: tarfile.TarFile) -> None:
         _add_dir(tar, "wheels")
@@ -160,6 +194,16 @@ def write_payload(out: Path, wheel_files: list[Path], requirements: list[tuple[s
         # Executable like constructor makes a hook with a shebang (it runs it directly).
         data = post_install.read_bytes()
         _add(tar, "post_install.sh", data=data, mode=0o755 if data.startswith(b"#!") else 0o644)
+        if extra_files:
+            made = set()
+            for dest, content in extra_files:
+                parts = Path(dest).parts
+                for i in range(len(parts)):
+                    d = "/".join(("extra_files",) + parts[:i])
+                    if d not in made:
+                        made.add(d)
+                        _add_dir(tar, d)
+                _add(tar, f"extra_files/{dest}", data=content)
 
     if compression == "gz":
         with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz, \
@@ -420,6 +464,11 @@ if [ "$reinstall" = 1 ]; then
         || die "reinstalling barehub into $PREFIX failed"
 fi
 
+# Like constructor's extra_files: in place before post_install runs.
+if [ -d "$pkgs/extra_files" ]; then
+    cp -R "$pkgs/extra_files/." "$PREFIX/" || die "copying the extra files into $PREFIX failed"
+fi
+
 if [ "$skip_scripts" = 1 ]; then
     printf 'WARNING: skipping post_install.sh by user request\n' >&2
 else
@@ -478,8 +527,15 @@ def build(args: argparse.Namespace) -> Path:
         raise BuildError(f"{post_install} not found")
     if not args.requirements:
         raise BuildError("give at least one --requirements file")
+    installer_name, extra_files, requirement_paths = NAME, [], list(args.requirements)
+    if args.flavor:
+        if not SAFE.match(args.flavor):
+            raise BuildError(f"--flavor {args.flavor!r}: not a flavor name")
+        lock, extra_files = flavor_extras(args.flavor, version)
+        installer_name = f"{NAME}-{args.flavor}"
+        requirement_paths.append(lock)
     requirements: list[tuple[str, Path]] = []
-    for i, r in enumerate(args.requirements, 1):
+    for i, r in enumerate(requirement_paths, 1):
         r = r.resolve()
         if not r.is_file():
             raise BuildError(f"{r} not found")
@@ -496,11 +552,11 @@ def build(args: argparse.Namespace) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out.parent) as tmp:
         payload = Path(tmp) / "payload"
-        write_payload(payload, wheel_files, requirements, post_install, args.compression)
+        write_payload(payload, wheel_files, requirements, post_install, args.compression, extra_files)
         digest = sha256_of(payload)
         q = shlex.quote
         header = render_header({
-            "NAME": q(NAME),
+            "NAME": q(installer_name),
             "VERSION": version,
             "VERSION_Q": q(version),
             "PLAT": PLAT,
@@ -526,7 +582,7 @@ def build(args: argparse.Namespace) -> Path:
         os.replace(partial, out)
     size = out.stat().st_size
     print(f"{out}: {len(wheel_files)} wheels, {len(requirements)} requirement files, "
-          f"{size / 1e6:.1f} MB, payload sha256 {digest}")
+          f"{len(extra_files)} extra files, {size / 1e6:.1f} MB, payload sha256 {digest}")
     return out
 
 
@@ -544,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: /usr/bin/python3)")
     p.add_argument("--compression", choices=("gz", "zst"), default="gz",
                    help="payload compression (zst needs zstd where the installer runs)")
+    p.add_argument("--flavor", help="a flavor (flavors/NAME.yaml): add its lock, examples and flavor.json")
     p.add_argument("--out", required=True, type=Path, help="installer to write (.sh)")
     # For tests: another hook in the payload, another default prefix.
     p.add_argument("--post-install", type=Path, default=DEFAULT_POST_INSTALL, help=argparse.SUPPRESS)

@@ -31,6 +31,8 @@ from barehub.layout import Layout  # noqa: E402
 
 FLAVORS = flavor.flavor_names()
 SLURM_EXAMPLE = ROOT / "flavors" / "slurm" / "40-slurm.py.example"
+SLURM_FAIL_FAST = ROOT / "flavors" / "slurm" / "41-slurm-fail-fast.py.example"
+SYSTEMD_EXAMPLE = ROOT / "flavors" / "systemdspawner" / "40-systemdspawner.py.example"
 # Package names that would make the base installer pick a spawner or an authenticator.
 OPINIONS = re.compile(r"spawner|authenticator", re.I)
 
@@ -56,7 +58,7 @@ def test_there_is_a_slurm_flavor():
     assert "slurm" in FLAVORS
     slurm = flavor.load("slurm")
     assert "batchspawner ==1.3.0" in slurm["specs"]
-    assert slurm["examples"] == ["slurm/40-slurm.py.example"]
+    assert slurm["examples"] == ["slurm/40-slurm.py.example", "slurm/41-slurm-fail-fast.py.example"]
 
 
 # --- every flavor: its file, its generated construct.yaml, its pins --------------
@@ -220,10 +222,22 @@ def test_slurm_example_enabled_configures_slurmspawner(layout, batchspawner_modu
             assert trait in traits, f"c.{section}.{trait} is not a SlurmSpawner setting"
 
 
+def test_slurm_fail_fast_example_is_a_slurmspawner(layout):
+    """41-slurm-fail-fast.py.example is enabled as shipped: it must load and keep every
+    c.SlurmSpawner setting (tests/test_slurm.py shows it failing a dying job's spawn)."""
+    batchspawner = pytest.importorskip("batchspawner", reason="the Slurm flavor's batchspawner is not in this venv (make test-deps installs it)")
+    c = configured(layout, ("40-slurm.py", enable(SLURM_EXAMPLE.read_text())),
+                   ("41-slurm-fail-fast.py", SLURM_FAIL_FAST.read_text()))
+    cls = c.JupyterHub.spawner_class
+    assert issubclass(cls, batchspawner.SlurmSpawner) and cls is not batchspawner.SlurmSpawner
+    assert cls(config=c).req_partition == "batch"
+
+
 def test_examples_enabled_load_on_their_own(layout, batchspawner_module):
     """`barehub install` checks each config.d file against an empty Config (preflight):
     an enabled example must not depend on barehub's base settings."""
     for name, text in (("40-slurm.py", enable(SLURM_EXAMPLE.read_text())),
+                       ("40-systemdspawner.py", enable(SYSTEMD_EXAMPLE.read_text())),
                        ("50-idle-culler.py", culler_example(layout))):
         path = layout.config_d / name
         path.write_text(text)
@@ -247,6 +261,53 @@ def test_slurm_example_sudoers_passes_visudo(tmp_path):
     # and visudo does reject a broken line, so the check means something
     sudoers.write_text("\n".join(lines) + "\njupyterhub ALL = (BAREHUB_USERS NOPASSWD: BAREHUB_SLURM\n")
     assert subprocess.run([visudo, "-c", "-f", str(sudoers)], capture_output=True).returncode != 0
+
+
+# --- the systemdspawner example ---------------------------------------------------
+
+
+@pytest.fixture
+def systemdspawner_class(monkeypatch):
+    """The real SystemdSpawner, imported from its wheel in build/wheels (pure Python), or None."""
+    version = lockcheck.read_lock(flavor.lock_file("systemdspawner"))["jupyterhub-systemdspawner"]
+    wheel = ROOT / "build" / "wheels" / f"jupyterhub_systemdspawner-{version}-py3-none-any.whl"
+    if not wheel.is_file():
+        return None
+    monkeypatch.syspath_prepend(str(wheel))
+    for mod in [m for m in sys.modules if m == "systemdspawner" or m.startswith("systemdspawner.")]:
+        monkeypatch.delitem(sys.modules, mod)
+    from systemdspawner import SystemdSpawner
+
+    return SystemdSpawner
+
+
+def test_systemdspawner_example_is_inert_as_shipped(layout):
+    text = SYSTEMD_EXAMPLE.read_text()
+    compile(text, str(SYSTEMD_EXAMPLE), "exec")
+    assert configured(layout, ("40-systemdspawner.py", text)) == configured(layout)
+    assert all(not line.strip() or line.startswith("#") for line in text.splitlines())
+
+
+def test_systemdspawner_example_enabled(layout, systemdspawner_class):
+    c = configured(layout, ("40-systemdspawner.py", enable(SYSTEMD_EXAMPLE.read_text())))
+    assert c.JupyterHub.spawner_class == "systemdspawner.SystemdSpawner"
+    assert c.Spawner.cmd == [str(layout.base / "hub" / "bin" / "jupyterhub-singleuser")]
+    assert c.PAMAuthenticator.allowed_groups == {"jupyterhub-users"}
+    assert c.Spawner.mem_limit == "4G" and c.Spawner.cpu_limit == 2.0
+    assert c.SystemdSpawner.unit_extra_properties == {
+        "TasksMax": "512", "ProtectSystem": "strict", "ReadWritePaths": "/home/{USERNAME}"}
+    assert c.SystemdSpawner.slice == "jupyter.slice"
+    assert c.JupyterHub.cleanup_servers is False  # barehub's own settings are untouched
+    from jupyterhub.auth import PAMAuthenticator
+
+    assert set(c.PAMAuthenticator) <= set(PAMAuthenticator.class_traits(config=True))
+    if systemdspawner_class is None:
+        print("no jupyterhub-systemdspawner wheel in build/wheels (`make wheels`): trait names not checked")
+        return
+    traits = systemdspawner_class.class_traits(config=True)
+    for section in ("SystemdSpawner", "Spawner"):
+        for trait in c[section]:
+            assert trait in traits, f"c.{section}.{trait} is not a SystemdSpawner setting"
 
 
 # --- the idle-culler example (every base) ------------------------------------------

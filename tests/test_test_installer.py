@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import re
 import shutil
@@ -408,3 +409,36 @@ def test_builder_refuses_what_the_payload_cannot_install(work, wheelhouse):
     r = build(work / "b2" / INSTALLER, wheelhouse, "--requirements", str(missing))
     assert r.returncode == 1 and "make wheels" in r.stderr
     assert not (work / "b2" / INSTALLER).exists()
+
+
+def test_flavored_installer_adds_the_lock_and_the_examples(work, wheelhouse):
+    """--flavor: the flavor's lock after the other requirement files, its examples and flavor.json
+    where the real flavor installer puts them (scripts/flavor.py). Installing one for real, and
+    using the examples, is tests/system/test_systemdspawner.py."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import flavor  # scripts/flavor.py, as tests/test_flavors.py imports it
+
+    name = "systemdspawner"
+    r = build(work / "f0" / INSTALLER, wheelhouse, "--requirements", str(LOCK), "--flavor", "nope")
+    assert r.returncode == 1 and "no flavor 'nope'" in r.stderr
+    reqs = work / "flavor-requirements.txt"
+    reqs.write_text("# nothing beyond barehub's own dependencies\n")
+    installer = work / "f1" / f"barehub-{name}-{V}-Linux-x86_64.sh"
+    r = build(installer, wheelhouse, "--requirements", str(reqs), "--flavor", name)
+    assert r.returncode == 0, r.stderr
+    members = payload_members(installer)
+    assert [n for n in members if n.startswith("requirements/")] == [
+        "requirements/01-flavor-requirements.txt", f"requirements/02-{name}.pypi.lock"]
+    assert normalize(f"jupyterhub-{name}") in wheel_names(members)
+    with open_payload(installer) as tar:
+        assert tar.extractfile(f"requirements/02-{name}.pypi.lock").read() == flavor.lock_file(name).read_bytes()
+        for example in flavor.load(name)["examples"]:
+            shipped = tar.extractfile(f"extra_files/share/barehub/examples/{Path(example).name}").read()
+            assert shipped == (REPO / "flavors" / example).read_bytes()
+        record = json.loads(tar.extractfile("extra_files/share/barehub/flavor.json").read())
+    assert record == {"flavor": name, "installer": f"barehub-{name}", "version": V,
+                      "specs": flavor.load(name)["specs"]}
+    header = header_of(installer)
+    assert f"export INSTALLER_NAME=barehub-{name}\n" in header
+    # the extra files are copied into $PREFIX before post_install runs, as constructor does
+    assert header.index('"$pkgs/extra_files/."') < header.index("Running post_install.sh")
