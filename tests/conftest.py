@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -66,8 +67,10 @@ def scratch():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def make_env(prefix: Path, wheels: Path, *, singleuser: bool = True) -> Path:
-    """A venv from /usr/bin/python3 at prefix, installed offline from the wheelhouse."""
+_ENV_TEMPLATES: dict[tuple[Path, bool], Path] = {}
+
+
+def _build_env(prefix: Path, wheels: Path, singleuser: bool) -> None:
     subprocess.run(["/usr/bin/python3", "-m", "venv", str(prefix)], check=True)
     reqs = ["-r", str(LOCK)]
     if singleuser:
@@ -78,6 +81,31 @@ def make_env(prefix: Path, wheels: Path, *, singleuser: bool = True) -> Path:
          "--find-links", str(wheels), *reqs, str(barehub_wheel)],
         check=True,
     )
+
+
+def make_env(prefix: Path, wheels: Path, *, singleuser: bool = True) -> Path:
+    """A venv from /usr/bin/python3 at prefix, installed offline from the wheelhouse.
+
+    pip installs it once per test session (40 s or more); every later env is a
+    copy of that one with its own path written into bin/ and pyvenv.cfg, the way
+    conda relocates a prefix.
+    """
+    key = (wheels.resolve(), singleuser)
+    template = _ENV_TEMPLATES.get(key)
+    if template is None:
+        holder = Path(tempfile.mkdtemp(prefix="barehub-env-template-", dir="/var/tmp"))
+        atexit.register(shutil.rmtree, holder, ignore_errors=True)
+        template = holder / "env"
+        _build_env(template, wheels, singleuser)
+        _ENV_TEMPLATES[key] = template
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", str(template), str(prefix)], check=True)
+    old, new = str(template).encode(), str(prefix).encode()
+    for f in [prefix / "pyvenv.cfg", *(prefix / "bin").iterdir()]:
+        if f.is_file() and not f.is_symlink():
+            data = f.read_bytes()
+            if old in data and b"\0" not in data[:1024]:
+                f.write_bytes(data.replace(old, new))
     return prefix
 
 

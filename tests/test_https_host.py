@@ -361,7 +361,7 @@ def stack(scratch, wheelhouse, ports, pebble):
     """A base installed by post_install.sh with HTTPS off, hub and traefik running."""
     v = version()
     base = scratch / "https-base"
-    prefix = make_env(base / "envs" / v, wheelhouse, singleuser=False)
+    prefix = make_env(base / "envs" / v, wheelhouse)
     # barehub.toml before the installer runs, as config management would write it:
     # every HTTPS setting is there, and mode = "off" until the admin switches it.
     (base / "barehub.toml").write_text(
