@@ -15,6 +15,7 @@ help:
 	@echo "make installer  build the constructor installer (needs constructor + conda-forge)"
 	@echo "make installer FLAVOR=slurm   the same for a flavor (flavors/slurm.yaml, docs/flavors.md)"
 	@echo "make wheels     download the pinned hub environment as wheels into $(BUILD)/wheels"
+	@echo "make bench      run the benchmarks (benchmarks/README.md), results in $(BUILD)/bench"
 
 channel:
 	@# Tool venv from $(PY) with the pinned rattler tools; pip runs only when they are missing.
@@ -107,16 +108,32 @@ apt-deps:
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	  else echo "missing Debian packages (tests that need them will skip): $$missing"; fi; fi
 
-test-deps: apt-deps
+test-deps: apt-deps bench-npm
 	$(MAKE) wheels
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	@echo "test venv: installing the locked hub environment and test tools"
 	@$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-index --find-links $(BUILD)/wheels \
-	    -r construct/pypi.lock -r tests/singleuser-requirements.txt
+	    -r construct/pypi.lock -r tests/singleuser-requirements.txt -r flavors/slurm.pypi.lock
 	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
 test: test-deps
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks (benchmarks/README.md): barehub against configurable-http-proxy,
+# pinned in benchmarks/package-lock.json and installed with npm ci.
+.PHONY: bench bench-deps bench-npm
+bench-npm: benchmarks/node_modules/.package-lock.json
+benchmarks/node_modules/.package-lock.json: benchmarks/package.json benchmarks/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: the benchmarks need Node.js 20 and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	cd benchmarks && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+bench-deps: test-deps
+
+# All benchmarks (< 25 min): tables on stdout, every number in $(BUILD)/bench/results-<UTC time>.json.
+# BENCH_ARGS="--smoke" for a quick check, BENCH_ARGS="--only proxy -- --n 1,1000" for a part.
+bench: bench-deps
+	$(VENV)/bin/python benchmarks/run_all.py --out $(BUILD)/bench $(BENCH_ARGS)
 
 # A real barehub in a throwaway systemd container, reachable from this host.
 PORT ?= 8000

@@ -9,6 +9,8 @@ file name: a traceback names the file and line that failed.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import traceback
 from pathlib import Path
@@ -111,10 +113,30 @@ def base_config(layout: Layout, c: Any) -> None:
         c.JupyterHub.public_url = urls["public_url"]
     # Stopping or restarting the hub must never stop users' servers.
     c.JupyterHub.cleanup_servers = False
+    quick_exit()
 
     c.JupyterHub.proxy_class = "barehub.traefik_proxy.BarehubProxy"
     for trait, value in proxy.hub_proxy_settings(layout, s, api_password).items():
         setattr(c.TraefikFileProviderProxy, trait, value)
+
+
+_quick_exit = False
+
+
+def quick_exit() -> None:
+    """Make the hub process end as soon as its cleanup is done.
+
+    After the hub's own cleanup, the interpreter's final garbage collection walks
+    every object the hub holds (users, spawners, ORM rows): 2.5 s with 300 users and
+    4-5 s with 1,000 on two busy cores (benchmarks/hub_scale.py), added to every
+    restart, reload and upgrade. Freezing the heap at exit makes that pass skip it;
+    the memory goes back with the process anyway. Logging is flushed afterwards, by
+    its own exit hook.
+    """
+    global _quick_exit
+    if not _quick_exit:
+        atexit.register(gc.freeze)
+        _quick_exit = True
 
 
 def apply(c: Any, base: str | Path | None) -> None:
