@@ -227,7 +227,7 @@ def test_proxy_unit_applies_barehub_toml_before_traefik_starts(base):
     u = parse_unit(base / "generated" / "jupyterhub-proxy.service")
     (pre,) = u["ExecStartPre"]
     assert pre == f"-+{base}/hub/bin/python -m barehub render-proxy --base={base}"
-    assert f"{base}/state/proxy/tls" in u["BindReadOnlyPaths"]
+    assert f"{base}/state/proxy/tls" in u["BindPaths"]
 
 
 # ------------------------------------------------------------------ certificate and key files

@@ -5,7 +5,7 @@ http-01 challenges against traefik; pebble-challtestsrv is its DNS server and
 answers 127.0.0.1 for every name. traefik runs from the rendered unit: its
 ExecStartPre (`barehub render-proxy`, as root), then its ExecStart as the
 proxy user inside the unit's file-system view (TemporaryFileSystem over
-state/, the rules and TLS copies bound read-only, ACME storage read-write),
+state/, the rules, TLS copies and ACME storage bound in; only ACME storage writable by the proxy user),
 so the proxy user's permissions are really exercised. The hub runs from its
 unit's ExecStart.
 

@@ -129,7 +129,15 @@ def cmd_render_proxy(args: argparse.Namespace) -> int:
     for w in found.warnings:
         print(f"warning: {layout.settings_file}: {w}", file=sys.stderr)
     ctx = Context(layout, s, Path(sys.prefix))
-    for path, did in write_proxy_files(ctx).items():
+    try:
+        written = write_proxy_files(ctx)
+    except OSError as e:  # e.g. a read-only mount in the unit's sandbox
+        print(f"error: cannot write {e.filename or layout.proxy_state}: {e.strerror or e}. "
+              f"render-proxy must run as root with {layout.generated}/ and {layout.proxy_state}/ writable "
+              f"(jupyterhub-proxy.service binds {layout.rules_dir} and {layout.tls_dir} with BindPaths=, "
+              f"not BindReadOnlyPaths=; `barehub install` re-renders the unit).\n{keep}", file=sys.stderr)
+        return 1
+    for path, did in written.items():
         if did:
             print(f"{'removed' if not path.exists() else 'rendered'} {path}")
     if layout.proxy_unit.exists() and layout.proxy_unit.read_text() != render_units(ctx)[layout.proxy_unit]:

@@ -363,3 +363,50 @@ def test_barehub_uninstall_lists_and_removes_everything(ct, hub):
     assert ct.exec(["test", "-e", BASE], check=False).returncode != 0
     assert ct.exec(["id", "barehub-proxy"], check=False).returncode != 0
     assert ct.exec(["pgrep", "-u", USER], check=False).stdout.strip() == "", "user servers stopped too"
+
+
+def test_proxy_restart_applies_barehub_toml(ct, hub):
+    """`systemctl restart jupyterhub-proxy` applies barehub.toml: its ExecStartPre (render-proxy,
+    "+") writes traefik.toml and the TLS copies from inside the unit's sandbox, which systemd 252
+    applies to "+" commands too. A new port, a manual certificate, a renewed one, and HTTPS off."""
+    if ct.exec(["test", "-e", f"{BASE}/hub"], check=False).returncode:  # uninstalled above, or run alone
+        r = ct.exec(["bash", INSTALLER, "-b"], check=False, timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+    def restart_with(toml: str) -> str:
+        hub.write(f"{BASE}/barehub.toml", toml)
+        since = hub.now()
+        hub.systemctl("restart", "jupyterhub-proxy")
+        pre = hub.systemctl("show", "-p", "ExecStartPre", "--value", "jupyterhub-proxy").stdout
+        journal = hub.journal("jupyterhub-proxy", since)
+        assert re.search(r"code=exited ; status=0\b", pre) and not re.search(r"(?m)^(Traceback|error:|OSError)", journal), pre + journal
+        return journal
+
+    def listening(port: int) -> bool:
+        return "traefik" in ct.exec(["ss", "-Hltnp", f"sport = :{port}"]).stdout
+
+    def served_cn() -> str:
+        return ct.exec("echo | openssl s_client -connect 127.0.0.1:8443 2>/dev/null "
+                       "| openssl x509 -noout -subject").stdout.strip()
+
+    def make_cert(cn: str) -> None:
+        ct.exec(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", f"/CN={cn}",
+                 "-keyout", "/root/hub.key", "-out", "/root/hub.crt"])
+
+    manual = ('[proxy]\nhttp_port = 8080\n\n[https]\nmode = "manual"\nport = 8443\n'
+              'certificate = "/root/hub.crt"\nkey = "/root/hub.key"\n')
+    make_cert("first.example")
+    journal = restart_with(manual)
+    assert f"rendered {BASE}/state/proxy/tls/certificate.pem" in journal
+    wait_for(lambda: listening(8080) and listening(8443), 20, what="traefik on the new ports")
+    assert not listening(80)
+    wait_for(lambda: "first.example" in served_cn(), 20, what="the manual certificate served")
+
+    make_cert("renewed.example")  # the copies exist now: they are replaced
+    restart_with(manual)
+    wait_for(lambda: "renewed.example" in served_cn(), 20, what="the renewed certificate served")
+
+    journal = restart_with("[proxy]\n\n[https]\n")
+    assert f"removed {BASE}/state/proxy/tls/certificate.pem" in journal
+    wait_for(lambda: listening(80), 20, what="traefik back on port 80")
+    assert not listening(8443) and ct.exec(["ls", "-A", f"{BASE}/state/proxy/tls"]).stdout.strip() == ""
