@@ -46,8 +46,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,20 +54,13 @@ for p in (REPO / "tests", REPO / "src"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from helpers import http  # noqa: E402 (tests/ is on sys.path from here on)
+
 GOAL_API_S = 10.0
 PROBE_THREADS = 2
 PROBE_INTERVAL = 0.05  # per thread: ~40 requests/s in all, round-robin over all servers
 
 
-def http(url, *, token=None, method="GET", data=None, timeout=10):
-    req = urllib.request.Request(url, method=method, data=None if data is None else json.dumps(data).encode())
-    if token:
-        req.add_header("Authorization", f"token {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 class Setup:

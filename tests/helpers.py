@@ -143,6 +143,24 @@ def run_post_install(prefix: Path, env: dict[str, str]) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=300)
 
 
+def http(url: str, token: str | None = None, method: str = "GET", data=None, timeout: float = 10) -> tuple[int, bytes]:
+    """(status, body) of one request; data is bytes, or a dict or list sent as JSON."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    if data is not None and not isinstance(data, bytes):
+        data = json.dumps(data).encode()
+    req = urllib.request.Request(url, method=method, data=data)
+    if token:
+        req.add_header("Authorization", f"token {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 #: Measurements the tests report; printed together at the end of the run.
 MEASUREMENTS: list[str] = []
 

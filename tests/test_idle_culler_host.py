@@ -14,28 +14,18 @@ import os
 import secrets
 import shutil
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 import helpers
 from conftest import install_base, require_root
-from helpers import Proc, report, unit_command, wait_for
+from helpers import Proc, http, report, unit_command, wait_for
 
 pytestmark = pytest.mark.e2e
 
 USER = "barehub-cull"
 
 
-def api(url, token, method="GET", timeout=10):
-    req = urllib.request.Request(url, method=method)
-    req.add_header("Authorization", f"token {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +69,15 @@ def test_enabled_culler_stops_an_idle_server(culled_base, scratch):
             procs.append(Proc(argv, env=env, cwd=cwd, log=logs / f"{unit}.log", name=unit))
         hub = procs[1]
         try:
-            wait_for(lambda: api(f"{url}/hub/api/", token)[0] == 200, 60, what="hub through traefik")
+            wait_for(lambda: http(f"{url}/hub/api/", token)[0] == 200, 60, what="hub through traefik")
         except TimeoutError:
             pytest.fail("hub not reachable:\n" + hub.tail() + "\n" + procs[0].tail())
 
-        status, body = api(f"{url}/hub/api/users/{USER}/server", token, method="POST", timeout=60)
+        status, body = http(f"{url}/hub/api/users/{USER}/server", token, method="POST", timeout=60)
         assert status in (201, 202), body
 
         def server():
-            return json.loads(api(f"{url}/hub/api/users/{USER}", token)[1])["servers"].get("")
+            return json.loads(http(f"{url}/hub/api/users/{USER}", token)[1])["servers"].get("")
 
         try:
             wait_for(lambda: (server() or {}).get("ready"), 90, what="user server ready")

@@ -21,8 +21,6 @@ import shutil
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,7 +28,7 @@ import pytest
 import helpers
 import slurm_cluster
 from conftest import install_base, require_root
-from helpers import REPO, Proc, report, unit_command, wait_for
+from helpers import REPO, Proc, http, report, unit_command, wait_for
 from slurm_cluster import COMPUTE, HEAD, HEAD_IP, PARTITION, Cluster
 
 pytestmark = pytest.mark.e2e
@@ -44,17 +42,6 @@ START_TIMEOUT = 60
 def enable(text: str) -> str:
     """What the example tells the admin: remove '#' where it is directly followed by code."""
     return re.sub(r"^#(?=[^\s#])", "", text, flags=re.M)
-
-
-def http(url, token=None, method="GET", data=None, timeout=10):
-    req = urllib.request.Request(url, method=method, data=data)
-    if token:
-        req.add_header("Authorization", f"token {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 class Hub:

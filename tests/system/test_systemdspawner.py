@@ -27,6 +27,7 @@ import pytest
 
 from helpers import REPO, report, version, wait_for
 from probes import read_results
+from system.test_systemd import TOKEN, Hub as SystemdHub  # TOKEN: the driver service's, which Hub sends
 
 FLAVOR = "systemdspawner"
 BASE = "/opt/barehub"
@@ -35,7 +36,6 @@ USER, PASSWORD = "ada", "ada-" + secrets.token_hex(8)
 OUTSIDER = "bob"  # a local user with a password, not in the allowed group
 GROUP = "jupyterhub-users"  # the example's c.PAMAuthenticator.allowed_groups
 UNIT = f"jupyter-{USER}-singleuser.service"  # systemdspawner's unit_name_template
-TOKEN = secrets.token_hex(16)  # a test-driver service, added in its own config.d file
 DRIVER_CONFIG = (
     f'c.JupyterHub.services = [{{"name": "driver", "api_token": "{TOKEN}"}}]\n'
     'c.JupyterHub.load_roles = [{"name": "driver", "services": ["driver"],\n'
@@ -94,30 +94,12 @@ def ct(container_factory, installer_file):
            f"stop + delete {time.monotonic() - t0:.1f}s")
 
 
-class Hub:
-    """Requests into the container, from host programs in its network namespace."""
+class Hub(SystemdHub):
+    """test_systemd's client (curl from the container's network namespace), plus PAM logins."""
 
     def __init__(self, ct, tmp: Path):
-        self.ct, self.tmp = ct, tmp
-
-    def curl(self, path: str, *args: str, token: str | None = TOKEN, timeout: int = 10) -> tuple[int, str]:
-        cmd = ["curl", "-s", "-m", str(timeout), "-o", "-", "-w", "\n%{http_code}"]
-        if token:
-            cmd += ["-H", f"Authorization: token {token}"]
-        r = subprocess.run(self.ct.host_netns_cmd([*cmd, *args, URL + path]), capture_output=True, text=True)
-        body, _, code = r.stdout.rpartition("\n")
-        return int(code or 0), body
-
-    def api(self, path: str, method: str = "GET", data: dict | None = None) -> tuple[int, dict | list | None]:
-        args = ["-X", method] + (["-d", json.dumps(data)] if data is not None else [])
-        code, body = self.curl("/hub/api" + path, *args)
-        try:
-            return code, json.loads(body) if body else None
-        except json.JSONDecodeError:
-            return code, None
-
-    def up(self) -> bool:
-        return self.curl("/hub/api/", token=None, timeout=2)[0] == 200
+        super().__init__(ct)
+        self.tmp = tmp
 
     def login(self, user: str, password: str) -> tuple[int, Path]:
         """POST /hub/login like the browser form does; returns the status and the cookie jar."""
@@ -134,15 +116,9 @@ class Hub:
     def sh(self, cmd: str, **kw) -> subprocess.CompletedProcess[str]:
         return self.ct.exec(cmd, **kw)
 
-    def systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.ct.exec(["systemctl", *args], check=check)
-
     def show(self, unit: str, *props: str) -> dict[str, str]:
         out = self.systemctl("show", unit, *(f"--property={p}" for p in props), check=False).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-    def main_pid(self, unit: str) -> int:
-        return int(self.show(unit, "MainPID").get("MainPID", "0"))
 
     def server(self) -> dict:
         code, info = self.api(f"/users/{USER}")
@@ -288,6 +264,8 @@ def test_shipped_idle_culler_stops_the_unit(ct, hub):
     report(f"systemdspawner: idle culler (--timeout=10 --cull-every=5) stopped {UNIT} "
            f"{time.monotonic() - t0:.1f}s after the hub came back")
     assert hub.main_pid(UNIT) == 0
-    assert "idle-culler" in hub.sh(f"journalctl -u jupyterhub --no-pager -o cat | grep 'DELETE /hub/api/users/{USER}/server'").stdout
+    # the hub logs the culler's request once the stop it waits for is done: a moment after the unit ends
+    culled = f"journalctl -u jupyterhub --no-pager -o cat | grep 'DELETE /hub/api/users/{USER}/server'"
+    wait_for(lambda: "idle-culler" in hub.sh(culled, check=False).stdout, 30, what="the culler's DELETE in the journal")
     wait_for(lambda: hub.server() == {}, 30, what="the hub to record the server as stopped")
     assert ct.exec(["pgrep", "-u", USER], check=False).stdout.strip() == "", "nothing of the user's left running"
