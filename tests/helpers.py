@@ -161,6 +161,28 @@ def http(url: str, token: str | None = None, method: str = "GET", data=None, tim
         return e.code, e.read()
 
 
+def enable_example(text: str) -> str:
+    """What a flavor's example tells the admin: remove '#' where it is directly followed by
+    code (sshd_config style); '# ' lines are explanations."""
+    import re
+
+    return re.sub(r"^#(?=[^\s#])", "", text, flags=re.M)
+
+
+def example_layout(tmp_path: Path, settings_text: str):
+    """A base with barehub.toml and secrets: enough for hubconfig.base_config."""
+    from barehub import render
+    from barehub.layout import Layout
+
+    lay = Layout.at(tmp_path / "base")
+    lay.config_d.mkdir(parents=True)
+    lay.state.mkdir()
+    render.write_atomic(lay.settings_file, settings_text)
+    render.ensure_secret(lay.proxy_api_password)
+    render.ensure_secret(lay.cookie_secret)
+    return lay
+
+
 #: Measurements the tests report; printed together at the end of the run.
 MEASUREMENTS: list[str] = []
 

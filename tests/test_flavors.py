@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import flavor  # noqa: E402
 import lockcheck  # noqa: E402
 from barehub import hubconfig, render  # noqa: E402
-from barehub.layout import Layout  # noqa: E402
+from helpers import enable_example, example_layout  # noqa: E402
 
 FLAVORS = flavor.flavor_names()
 SLURM_EXAMPLE = ROOT / "flavors" / "slurm" / "40-slurm.py.example"
@@ -147,21 +147,9 @@ def test_flavor_lock_mismatch_is_reported():
 # --- the Slurm example --------------------------------------------------------
 
 
-def enable(text: str) -> str:
-    """Uncomment the settings: lines where '#' is directly followed by code (sshd_config style)."""
-    return re.sub(r"^#(?=[^\s#])", "", text, flags=re.M)
-
-
 @pytest.fixture
 def layout(tmp_path):
-    """A base with barehub.toml and secrets, enough for hubconfig.base_config."""
-    lay = Layout.at(tmp_path / "base")
-    lay.config_d.mkdir(parents=True)
-    lay.state.mkdir()
-    render.write_atomic(lay.settings_file, '[hub]\naddress = "0.0.0.0"\n')
-    render.ensure_secret(lay.proxy_api_password)
-    render.ensure_secret(lay.cookie_secret)
-    return lay
+    return example_layout(tmp_path, '[hub]\naddress = "0.0.0.0"\n')
 
 
 def configured(layout, *files: tuple[str, str]) -> Config:
@@ -199,7 +187,7 @@ def test_slurm_example_is_inert_as_shipped(layout):
 
 
 def test_slurm_example_enabled_configures_slurmspawner(layout, batchspawner_module):
-    c = configured(layout, ("40-slurm.py", enable(SLURM_EXAMPLE.read_text())))
+    c = configured(layout, ("40-slurm.py", enable_example(SLURM_EXAMPLE.read_text())))
     hub_bin = layout.base / "hub" / "bin"
     assert c.JupyterHub.spawner_class == "batchspawner.SlurmSpawner"
     assert c.Spawner.cmd == [str(hub_bin / "jupyterhub-singleuser")]
@@ -226,7 +214,7 @@ def test_slurm_fail_fast_example_is_a_slurmspawner(layout):
     """41-slurm-fail-fast.py.example is enabled as shipped: it must load and keep every
     c.SlurmSpawner setting (tests/test_slurm.py shows it failing a dying job's spawn)."""
     batchspawner = pytest.importorskip("batchspawner", reason="the Slurm flavor's batchspawner is not in this venv (make test-deps installs it)")
-    c = configured(layout, ("40-slurm.py", enable(SLURM_EXAMPLE.read_text())),
+    c = configured(layout, ("40-slurm.py", enable_example(SLURM_EXAMPLE.read_text())),
                    ("41-slurm-fail-fast.py", SLURM_FAIL_FAST.read_text()))
     cls = c.JupyterHub.spawner_class
     assert issubclass(cls, batchspawner.SlurmSpawner) and cls is not batchspawner.SlurmSpawner
@@ -236,8 +224,8 @@ def test_slurm_fail_fast_example_is_a_slurmspawner(layout):
 def test_examples_enabled_load_on_their_own(layout, batchspawner_module):
     """`barehub install` checks each config.d file against an empty Config (preflight):
     an enabled example must not depend on barehub's base settings."""
-    for name, text in (("40-slurm.py", enable(SLURM_EXAMPLE.read_text())),
-                       ("40-systemdspawner.py", enable(SYSTEMD_EXAMPLE.read_text())),
+    for name, text in (("40-slurm.py", enable_example(SLURM_EXAMPLE.read_text())),
+                       ("40-systemdspawner.py", enable_example(SYSTEMD_EXAMPLE.read_text())),
                        ("50-idle-culler.py", culler_example(layout))):
         path = layout.config_d / name
         path.write_text(text)
@@ -289,7 +277,7 @@ def test_systemdspawner_example_is_inert_as_shipped(layout):
 
 
 def test_systemdspawner_example_enabled(layout, systemdspawner_class):
-    c = configured(layout, ("40-systemdspawner.py", enable(SYSTEMD_EXAMPLE.read_text())))
+    c = configured(layout, ("40-systemdspawner.py", enable_example(SYSTEMD_EXAMPLE.read_text())))
     assert c.JupyterHub.spawner_class == "systemdspawner.SystemdSpawner"
     assert c.Spawner.cmd == [str(layout.base / "hub" / "bin" / "jupyterhub-singleuser")]
     assert c.PAMAuthenticator.allowed_groups == {"jupyterhub-users"}

@@ -17,22 +17,17 @@ import pytest
 from traitlets.config import Config
 
 import barehub
-from barehub import hubconfig, proxy, render, settings
+from barehub import hubconfig, proxy, settings
 from barehub.install import Context, initial_settings_text, render_generated
 from barehub.layout import Layout
+from helpers import example_layout
 
 SRC = Path(barehub.__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def layout(tmp_path):
-    lay = Layout.at(tmp_path / "base")
-    lay.config_d.mkdir(parents=True)
-    lay.state.mkdir()
-    render.write_atomic(lay.settings_file, "[proxy]\nhttp_port = 8000\napi_port = 8199\n")
-    render.ensure_secret(lay.proxy_api_password)
-    render.ensure_secret(lay.cookie_secret)
-    return lay
+    return example_layout(tmp_path, "[proxy]\nhttp_port = 8000\napi_port = 8199\n")
 
 
 def test_base_config_owns_state_and_the_external_proxy(layout):

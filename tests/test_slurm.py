@@ -28,7 +28,7 @@ import pytest
 import helpers
 import slurm_cluster
 from conftest import install_base, require_root
-from helpers import REPO, Proc, http, report, unit_command, wait_for
+from helpers import REPO, Proc, enable_example, http, report, unit_command, wait_for
 from slurm_cluster import COMPUTE, HEAD, HEAD_IP, PARTITION, Cluster
 
 pytestmark = pytest.mark.e2e
@@ -37,11 +37,6 @@ USER, DIES = "bhslurm-ada", "bhslurm-dies"  # DIES: a user whose jobs die before
 EXAMPLE = REPO / "flavors" / "slurm" / "40-slurm.py.example"
 FAIL_FAST = REPO / "flavors" / "slurm" / "41-slurm-fail-fast.py.example"
 START_TIMEOUT = 60
-
-
-def enable(text: str) -> str:
-    """What the example tells the admin: remove '#' where it is directly followed by code."""
-    return re.sub(r"^#(?=[^\s#])", "", text, flags=re.M)
 
 
 class Hub:
@@ -164,7 +159,7 @@ def hub(scratch, wheelhouse):
         )
         enabled = confd / "40-slurm.py"  # the admin copies the example, then uncomments it
         shutil.copy(EXAMPLE, enabled)
-        enabled.write_text(enable(enabled.read_text()))
+        enabled.write_text(enable_example(enabled.read_text()))
         shutil.copy(FAIL_FAST, confd / "41-slurm-fail-fast.py")  # enabled as shipped
         # the site's adaptations, in a later file; short intervals for the test
         (confd / "45-site.py").write_text(
