@@ -6,6 +6,7 @@ Each benchmark is a script in this directory that takes ``--smoke`` and
 - proxy_bench.py   data path and route scale: barehub's proxy vs CHP vs direct
 - availability.py  what users see while the hub or the proxy restarts
 - hub_scale.py     the hub with many users and servers
+- check_scale.py   `barehub check` (the gate every reload runs) with many users
 
     python benchmarks/run_all.py                 # all, results in build/bench/results-<UTC time>.json
     python benchmarks/run_all.py --smoke         # seconds each: checks they all still run
@@ -25,7 +26,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SCRIPTS = {"proxy": "proxy_bench.py", "availability": "availability.py", "hub_scale": "hub_scale.py"}
+SCRIPTS = {"proxy": "proxy_bench.py", "availability": "availability.py", "hub_scale": "hub_scale.py",
+           "check_scale": "check_scale.py"}
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,7 @@ def test_check_ok_then_names_file_and_line(base):
     r = barehub("check", "--base", str(base))
     assert r.returncode == 1
     assert f"error: {bad}:2: NameError: name 'undefined_thing' is not defined" in r.stderr
-    assert "Fix the file named above" in r.stderr
+    assert "Fix what is named above" in r.stderr
 
 
 def test_check_starts_nothing_and_needs_a_base(tmp_path):

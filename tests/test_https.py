@@ -287,12 +287,13 @@ def test_key_unreadable_for_a_non_root_check(pair):
     if os.geteuid() != 0:
         pytest.skip("needs root to run as another user")
     code = (
-        "import sys; from barehub import settings; from barehub.install import validate_https\n"
+        "import sys; from barehub import gate, settings\n"
         "from barehub.layout import Layout\n"
         "s = settings.parse('[https]\\nmode = \"manual\"\\ncertificate = \"%s\"\\nkey = \"%s\"\\n')\n"
         "for strict in (True, False):\n"
-        "    f = validate_https(Layout.at('/nonexistent'), s, ports=False, strict=strict)\n"
-        "    print(strict, f.problems, f.warnings)\n" % (pair["cert"], pair["key"])
+        "    f = gate.Report()\n"
+        "    gate.check_settings_files(Layout.at('/nonexistent'), s, f, ports=False, root=strict)\n"
+        "    print(strict, [w.what for w in f.problems], [w.what for w in f.warnings])\n" % (pair["cert"], pair["key"])
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, user="nobody",
                        env={**os.environ, "PYTHONPATH": str(Path(tls.__file__).parents[1])})

@@ -120,7 +120,13 @@ def test_rerun_keeps_admin_files_and_state_and_rerenders_generated(base):
     (confd / "30-site.py").write_text("c.Spawner.default_url = '/lab'\n")
     toml = base / "barehub.toml"
     toml.write_text(toml.read_text().replace("# http_port = 80", "# site comment\nhttp_port = 8000"))
-    (base / "state" / "jupyterhub.sqlite").write_bytes(b"db")
+    # a database the hub made (the gate checks a private copy of it, and never writes it)
+    import sqlite3
+
+    db = sqlite3.connect(base / "state" / "jupyterhub.sqlite")
+    db.execute("create table site_notes (note text)")
+    db.commit()
+    db.close()
     admin_before = {k: v for k, v in snapshot(base).items()
                     if k.startswith(("jupyterhub_config.d", "barehub.toml", "state"))}
     (base / "generated" / "traefik.toml").write_text("# edited by hand\n")

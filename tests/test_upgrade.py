@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from barehub import upgrade
+from barehub import envs, upgrade
 from barehub.layout import Layout
 from conftest import require_root
 from helpers import REPO, version
@@ -98,23 +98,23 @@ def old_base(tmp_path):
 
 
 def test_calver_compares_as_numbers():
-    assert upgrade.parse_version("2026.9.0") < upgrade.parse_version("2026.10.0") < upgrade.parse_version("2027.1.0")
-    assert upgrade.parse_version("2026.11.1") > upgrade.parse_version("2026.11.0")
-    assert upgrade.parse_version("latest") is None and upgrade.parse_version("2026.11") is None
+    assert envs.parse_version("2026.9.0") < envs.parse_version("2026.10.0") < envs.parse_version("2027.1.0")
+    assert envs.parse_version("2026.11.1") > envs.parse_version("2026.11.0")
+    assert envs.parse_version("latest") is None and envs.parse_version("2026.11") is None
 
 
 def test_decide(tmp_path):
     base = tmp_path / "b"
     layout = Layout.at(base)
     new = fake_env(base, NEW)
-    assert upgrade.decide(layout, new).kind == "fresh"
+    assert envs.decide(layout, new).kind == "fresh"
     (base / "hub").symlink_to(f"envs/{NEW}")
-    assert upgrade.decide(layout, new).kind == "repair"
+    assert envs.decide(layout, new).kind == "repair"
     for other, kind in ((OLD, "upgrade"), (NEWER, "older"), ("custom-env", "repair")):
         env = fake_env(base, other)
         (base / "hub").unlink()
         (base / "hub").symlink_to(f"envs/{other}")
-        plan = upgrade.decide(layout, new)
+        plan = envs.decide(layout, new)
         assert (plan.kind, plan.old_env) == (kind, env), other
 
 

@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 import barehub
-from barehub import hubconfig, proxy, settings, systemd, upgrade
-from barehub.install import (Context, InstallError, install, proxy_changes, render_units, validate_https,
-                             write_proxy_files)
+from barehub import envs, gate, hubconfig, proxy, settings, systemd, upgrade
+from barehub.install import Context, InstallError, install, proxy_changes, render_units, write_proxy_files
 from barehub.layout import HUB_UNIT, PROXY_UNIT, Layout, NotABase
 
 
@@ -31,40 +30,31 @@ def default_base(environ: os._Environ[str] | dict[str, str], prefix: str) -> Pat
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    return install(args.base, Path(args.prefix), no_start=args.no_start)
+    """A first install, a repair (the active release again), or an upgrade (a newer one beside it)."""
+    layout = Layout.at(args.base)
+    prefix = Path(args.prefix).absolute()
+    if prefix == layout.hub_link and envs.active_env(layout):
+        # `hub/bin/barehub install`: sys.prefix is the link itself; use the env it names
+        prefix = envs.active_env(layout)
+    plan = envs.decide(layout, prefix)
+    if plan.kind == "older":
+        raise InstallError(envs.refusal(layout, plan, prefix))
+    if plan.kind == "upgrade":
+        return upgrade.upgrade(layout, prefix, plan, no_start=args.no_start)
+    return install(layout.base, prefix, no_start=args.no_start)
 
 
-def check(layout: Layout, out=print) -> list[str]:
-    """Validate barehub.toml, the files it names and the proxy's ports, and load every
-    config.d file; return the problems found. Warnings and restart hints go to `out`."""
-    from traitlets.config import Config
-
-    problems = []
-    s = None
-    try:
-        s = settings.load(layout.settings_file)
-    except settings.SettingsError as e:
-        problems.append(str(e))
-    if s is not None:
-        found = validate_https(layout, s, ports=True, strict=os.geteuid() == 0)
-        problems.extend(f"{layout.settings_file}: {p}" for p in found.problems)
-        for w in found.warnings:
-            out(f"warning: {layout.settings_file}: {w}")
-    c = Config()
-    if not problems and layout.proxy_api_password.exists():
-        hubconfig.base_config(layout, c)
-    files = hubconfig.config_d_files(layout)
-    for path in files:
-        try:
-            hubconfig.run_config_d_file(path, c)
-        except hubconfig.ConfigDError as e:
-            problems.append(f"{e.where}: {e.summary}\n{e.detail.rstrip()}")
-            break  # later files may depend on this one
-    if not problems:
-        out(f"ok: {layout.settings_file} and {len(files)} file(s) in {layout.config_d}/ load without errors")
-        for hint in pending(layout, s):
+def check(layout: Layout, out=print) -> gate.Report:
+    """`barehub check`: the gate, with its warnings and what must be restarted printed to `out`."""
+    report = gate.check(layout, ports=True)
+    for w in report.warnings:
+        out(f"warning: {w}")
+    if report.ok:
+        out(f"ok: {layout.settings_file} and {report.files} file(s) in {layout.config_d}/ load, and "
+            "JupyterHub's start-up accepts them")
+        for hint in pending(layout, report.settings):
             out(hint)
-    return problems
+    return report
 
 
 def pending(layout: Layout, s: settings.Settings) -> list[str]:
@@ -102,12 +92,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not layout.looks_like_base():
         print(f"error: {layout.base} is not a barehub base (no barehub.toml). Pass --base.", file=sys.stderr)
         return 2
-    problems = check(layout)
-    for p in problems:
+    report = check(layout)
+    for p in report.problems:
         print(f"error: {p}", file=sys.stderr)
-    if problems:
-        print("Fix the file named above, then run `barehub check` again.", file=sys.stderr)
-    return 1 if problems else 0
+    if not report.ok:
+        print("Nothing was started or changed; a running hub is left alone. Fix what is named above, "
+              "then run `barehub check` again.", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def cmd_render_proxy(args: argparse.Namespace) -> int:
@@ -115,19 +106,17 @@ def cmd_render_proxy(args: argparse.Namespace) -> int:
     layout = Layout.at(args.base)
     keep = (f"traefik keeps its last good configuration ({layout.traefik_toml}). Fix barehub.toml, "
             "check it with `barehub check`, then `systemctl restart jupyterhub-proxy`.")
-    try:
-        s = settings.load(layout.settings_file)
-        found = validate_https(layout, s, ports=True)
-    except settings.SettingsError as e:
-        print(f"error: {e}\n{keep}", file=sys.stderr)
-        return 1
-    if found.problems:
-        for p in found.problems:
-            print(f"error: {layout.settings_file}: {p}", file=sys.stderr)
+    # The proxy's part of the gate: barehub.toml and the files it names (the hub's part is
+    # the hub's own business; a broken config.d file must not keep traefik from starting).
+    report = gate.check(layout, ports=True, hub=False)
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if not report.ok:
+        for p in report.problems:
+            print(f"error: {p}", file=sys.stderr)
         print(keep, file=sys.stderr)
         return 1
-    for w in found.warnings:
-        print(f"warning: {layout.settings_file}: {w}", file=sys.stderr)
+    s = report.settings
     ctx = Context(layout, s, Path(sys.prefix))
     try:
         written = write_proxy_files(ctx)
@@ -310,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InstallError, NotABase, settings.SettingsError, systemd.SystemdError, upgrade.UpgradeError) as e:
+    except (InstallError, NotABase, settings.SettingsError, systemd.SystemdError, upgrade.UpgradeError,
+            envs.LinkError, gate.GateError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except hubconfig.ConfigDError as e:

@@ -96,10 +96,16 @@ def load_config_d(layout: Layout, c: Any, *, wrap: bool = True) -> list[Path]:
     return files
 
 
-def base_config(layout: Layout, c: Any) -> None:
-    """Set what barehub owns: state paths, the external traefik, no server cleanup."""
-    s = settings.load(layout.settings_file)
-    api_password = layout.proxy_api_password.read_text().strip()
+def base_config(layout: Layout, c: Any, *, current: settings.Settings | None = None,
+                api_password: str | None = None) -> None:
+    """Set what barehub owns: state paths, the external traefik, no server cleanup.
+
+    The gate passes the settings it checks and, before the first install has
+    written it, a stand-in for the proxy's API password.
+    """
+    s = current if current is not None else settings.load(layout.settings_file)
+    if api_password is None:
+        api_password = layout.proxy_api_password.read_text().strip()
 
     c.JupyterHub.db_url = f"sqlite:///{layout.db_file}"
     c.JupyterHub.cookie_secret_file = str(layout.cookie_secret)

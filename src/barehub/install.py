@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import barehub
-from barehub import hubconfig, proxy, render, settings, systemd, tls, upgrade
-from barehub.layout import HUB_UNIT, PROXY_UNIT, Layout, NotABase
+from barehub import envs, gate, proxy, render, settings, systemd
+from barehub.layout import HUB_UNIT, PROXY_UNIT, Layout
 
 
 class InstallError(Exception):
@@ -200,20 +200,6 @@ def proxy_changes(ctx: Context) -> list[Path]:
     return out
 
 
-def validate_https(layout: Layout, current: settings.Settings, *, ports: bool, strict: bool = True) -> tls.Findings:
-    """Certificate, key and CA files named in [https], and (with ports=True) the proxy's ports.
-
-    strict=False (a check by a user other than root) reports files it may
-    not read as warnings: root, which copies them, is the one that must.
-    """
-    found = tls.check_files(current)
-    (found.problems if strict else found.warnings).extend(found.unreadable)
-    found.unreadable = []
-    if ports:
-        found.problems.extend(proxy.ports_in_use(layout, current))
-    return found
-
-
 def ensure_system_user(name: str, say: Callable[[str], None]) -> bool:
     try:
         pwd.getpwnam(name)
@@ -240,24 +226,6 @@ def _mkdir(path: Path, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def switch_link(link: Path, target: Path) -> bool:
-    """Point `link` at `target` atomically (relative when inside the base)."""
-    try:
-        rel = os.path.relpath(target, link.parent) if target.is_relative_to(link.parent) else str(target)
-    except ValueError:
-        rel = str(target)
-    if link.is_symlink() and os.readlink(link) == rel:
-        return False
-    if link.exists() and not link.is_symlink():
-        raise InstallError(f"{link} exists and is not a link. Move it away, then run the installer again.")
-    tmp = link.with_name(f".{link.name}.new")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(rel)
-    os.replace(tmp, link)
-    return True
-
-
 def require_root(no_start: bool) -> None:
     if os.geteuid() != 0 and not no_start:
         raise InstallError(
@@ -266,33 +234,35 @@ def require_root(no_start: bool) -> None:
         )
 
 
-def preflight(layout: Layout, prefix: Path, no_start: bool, say: Callable[[str], None] = print) -> settings.Settings | None:
-    """Everything that can fail before a change is made. Returns existing settings."""
+def prepare(layout: Layout, prefix: Path, no_start: bool,
+            overrides: dict[str, dict[str, object]]) -> tuple[settings.Settings, str | None]:
+    """What can be refused before the gate runs: who runs this, the base, the prefix, barehub.toml.
+
+    Returns the settings to install with and, on a first install, the text of
+    the barehub.toml to write (from BAREHUB_* variables, validated like the file).
+    """
     require_root(no_start)
     layout.check_usable()
     if not (prefix / "bin" / "python").exists() and not (prefix / "bin" / "python3").exists():
         raise InstallError(f"{prefix} is not an environment (no bin/python). Pass --prefix with the env to use.")
-    current = settings.load(layout.settings_file) if layout.settings_file.exists() else None
-    for path in hubconfig.config_d_files(layout):
-        from traitlets.config import Config
-
-        hubconfig.run_config_d_file(path, Config())
-    if current is not None:
-        check_https(layout, current, str(layout.settings_file), no_start, say)
-    return current
+    if layout.settings_file.exists():
+        return settings.load(layout.settings_file), None
+    text = initial_settings_text(layout, overrides)
+    return settings.parse(text, f"{layout.settings_file} (from BAREHUB_* variables)"), text
 
 
-def check_https(layout: Layout, current: settings.Settings, source: str, no_start: bool,
-                say: Callable[[str], None]) -> None:
-    """Raise InstallError for bad HTTPS files or a taken port; say the warnings."""
-    # Ports matter only when something is started here.
-    found = validate_https(layout, current, ports=not no_start and systemd.is_running())
-    if found.problems:
-        raise InstallError("\n".join(f"{source}: {p}" for p in found.problems)
-                           + "\nNothing was changed. Fix barehub.toml (or the files it names), then run "
-                           "`barehub check`.")
-    for w in found.warnings:
-        say(f"warning: {source}: {w}")
+def run_gate(layout: Layout, current: settings.Settings, no_start: bool, say: Callable[[str], None], *,
+             upgrading: bool = False, keeps: str = "Nothing was changed.") -> gate.Report:
+    """The gate (barehub.gate.check), as install and upgrade run it: ports only where services start."""
+    report = gate.check(layout, ports=not no_start and systemd.is_running(), current=current,
+                        upgrading=upgrading)
+    for w in report.warnings:
+        say(f"warning: {w}")
+    try:
+        gate.raise_for(report, keeps)
+    except gate.GateError as e:
+        raise InstallError(str(e)) from None
+    return report
 
 
 def install(
@@ -303,37 +273,27 @@ def install(
     environ: Mapping[str, str] | None = None,
     say: Callable[[str], None] = print,
 ) -> int:
+    """A first install, or a re-run with the active release (a repair).
+
+    An upgrade (a newer release beside the active one) is barehub.upgrade.upgrade;
+    `barehub install` decides which (barehub.cli).
+    """
     environ = os.environ if environ is None else environ
     layout = Layout.at(base)
     prefix = prefix.absolute()
     overrides = settings_from_environ(environ)
-    require_root(no_start)
-    if prefix == layout.hub_link and upgrade.active_env(layout):
-        # `hub/bin/barehub install`: sys.prefix is the link itself; use the env it names
-        prefix = upgrade.active_env(layout)
-    plan = upgrade.decide(layout, prefix)
-    if plan.kind == "older":
-        raise InstallError(upgrade.refusal(layout, plan, prefix))
-    if plan.kind == "upgrade":
-        return upgrade_install(layout, prefix, plan, no_start=no_start, overrides=overrides, say=say)
-    current = preflight(layout, prefix, no_start, say)
-    return _install(layout, prefix, current, no_start=no_start, overrides=overrides, say=say)
+    current, initial_text = prepare(layout, prefix, no_start, overrides)
+    run_gate(layout, current, no_start, say)
+    return finish(layout, prefix, current, initial_text, no_start=no_start, overrides=overrides, say=say)
 
 
-def _install(layout: Layout, prefix: Path, current: settings.Settings | None, *, no_start: bool,
-             overrides: dict[str, dict[str, object]], say: Callable[[str], None],
-             step: Callable[[str], None] | None = None) -> int:
-    """Everything after the checks: write the base, render, switch the link, (re)start.
+def finish(layout: Layout, prefix: Path, current: settings.Settings, initial_text: str | None, *,
+           no_start: bool, overrides: dict[str, dict[str, object]], say: Callable[[str], None],
+           step: Callable[[str], None] | None = None) -> int:
+    """Everything after the gate: write the base, render, switch the link, (re)start.
 
     With `step` (an upgrade), the hub is already stopped and the steps are numbered.
     """
-    initial_text = None
-    if current is None:  # first install: BAREHUB_* variables are validated like the file
-        initial_text = initial_settings_text(layout, overrides)
-        source = f"{layout.settings_file} (from BAREHUB_* variables)"
-        current = settings.parse(initial_text, source)
-        check_https(layout, current, source, no_start, say)
-
     if not step:
         say(f"barehub {barehub.__version__}: installing into {layout.base} (environment {prefix})")
     _mkdir(layout.base, 0o755)
@@ -379,10 +339,10 @@ def _install(layout: Layout, prefix: Path, current: settings.Settings | None, *,
             if did or path.exists():
                 say(f"   {'rendered' if did else 'unchanged'} {path}")
         step(f"switch {layout.hub_link} atomically")
-        switch_link(layout.hub_link, prefix)
+        envs.switch_link(layout.hub_link, prefix)
         say(f"   {layout.hub_link} -> {os.readlink(layout.hub_link)}")
     else:
-        if switch_link(layout.hub_link, prefix):
+        if envs.switch_link(layout.hub_link, prefix):
             say(f"{layout.hub_link} -> {os.readlink(layout.hub_link)}")
         changed = render_generated(ctx)
         for path, did in changed.items():
@@ -419,110 +379,3 @@ def _install(layout: Layout, prefix: Path, current: settings.Settings | None, *,
     systemd.systemctl("restart", HUB_UNIT)
     say(f"barehub is running: {settings.public_url(current, socket.getfqdn())}")
     return 0
-
-
-class Steps:
-    """Numbered, printed steps of an upgrade."""
-
-    def __init__(self, say: Callable[[str], None]):
-        self.say, self.n = say, 0
-
-    def __call__(self, what: str) -> None:
-        self.n += 1
-        self.say(f"{self.n}. {what}")
-
-
-def upgrade_check(layout: Layout, prefix: Path, plan: upgrade.Plan, no_start: bool,
-                  say: Callable[[str], None]) -> settings.Settings | None:
-    """preflight() with the new environment, plus the hub classes config.d names.
-
-    Every failure says that nothing was changed and the old hub keeps running.
-    """
-    keeps = f"Nothing was changed; barehub {plan.old_version} keeps running."
-    try:
-        current = preflight(layout, prefix, no_start, say)
-        missing = upgrade.unresolvable_classes(layout)
-    except hubconfig.ConfigDError as e:
-        cause = e.__cause__
-        if isinstance(cause, ModuleNotFoundError) and cause.name:
-            raise InstallError(f"{e.where}: {e.summary}\n" + upgrade.missing_module_message(
-                cause.name.split(".")[0], plan.old_env, prefix, plan.old_version)) from None
-        raise InstallError(f"{e.where}: {e.summary}\n{e.detail.rstrip()}\n"
-                           f"barehub {plan.new_version} cannot load this file. Fix it, then run the installer "
-                           f"again with -u. {keeps}") from None
-    except (InstallError, settings.SettingsError, NotABase) as e:
-        raise InstallError(f"{e}\n{keeps}") from None
-    if missing:
-        trait, value, module = missing[0]
-        raise InstallError(f"c.JupyterHub.{trait} = {value!r} (jupyterhub_config.d/) cannot be loaded: "
-                           + upgrade.missing_module_message(module, plan.old_env, prefix, plan.old_version))
-    return current
-
-
-def upgrade_install(layout: Layout, prefix: Path, plan: upgrade.Plan, *, no_start: bool,
-                    overrides: dict[str, dict[str, object]], say: Callable[[str], None]) -> int:
-    """Install a newer release beside the active one and switch to it; see docs/upgrade.md."""
-    assert plan.old_env is not None
-    step = Steps(say)
-    say(f"barehub upgrade: {plan.old_version} ({plan.old_env}) -> {plan.new_version} ({prefix}), base {layout.base}")
-    step("site environment files")
-    if not any((layout.base / n).is_file() for n in (upgrade.SITE_REQUIREMENTS, upgrade.SITE_ENVIRONMENT)):
-        say(f"   none ({layout.base}/{upgrade.SITE_REQUIREMENTS} or {upgrade.SITE_ENVIRONMENT}, see docs/upgrade.md)")
-    upgrade.apply_site_files(layout, prefix, lambda m: say(f"   {m}"))
-    step("site additions: packages in the active environment that the new one lacks")
-    extra = upgrade.site_additions(plan.old_env, prefix)
-    if extra:
-        say("   warning: these are not in the new environment and will be gone after the switch:")
-        for p in extra:
-            say(f"     {p.name} {p.version} ({p.kind})")
-        say("   add them to the new environment (now or later) with")
-        for cmd in upgrade.add_command(prefix, extra):
-            say(f"     {cmd}")
-        say("   or keep them for good in a flavor or a site environment file (docs/upgrade.md)")
-    else:
-        say("   none")
-    step(f"check: barehub {plan.new_version} loads {layout.settings_file} and {layout.config_d}/")
-    current = upgrade_check(layout, prefix, plan, no_start, say)
-    say("   ok")
-
-    managed = not no_start and systemd.is_running()
-    backup = None
-    try:
-        if managed and systemd.unit_state(HUB_UNIT)[1] in ("active", "activating", "reloading"):
-            step(f"stop {HUB_UNIT} (users' servers and the proxy keep running)")
-            systemd.systemctl("stop", HUB_UNIT)
-        else:
-            step(f"{HUB_UNIT} is not running here: nothing to stop")
-        step(f"back up the database {layout.db_file}")
-        backup = upgrade.backup_db(layout, f"{plan.old_version}-to-{plan.new_version}")
-        say(f"   {backup} (mode 600)" if backup else "   no database yet: nothing to back up")
-        step("jupyterhub upgrade-db with the new environment")
-        if backup:
-            upgrade.upgrade_db(layout, prefix, say)
-            say("   done")
-        else:
-            say("   no database yet: skipped")
-        upgrade.add_record(layout, **{"from": plan.old_version, "to": plan.new_version,
-                                      "from_env": str(plan.old_env), "to_env": str(prefix),
-                                      "backup": str(backup) if backup else None})
-        say(f"   recorded in {layout.state / 'upgrades.json'} (for `barehub rollback`)")
-    except (upgrade.UpgradeError, systemd.SystemdError, OSError) as e:
-        if backup is not None:
-            upgrade.restore_db(layout, backup)
-        if managed:
-            systemd.systemctl("start", HUB_UNIT, check=False)
-        raise InstallError(f"{e}\nThe upgrade stopped before the switch: the database was restored and "
-                           f"barehub {plan.old_version} started again.") from None
-    try:
-        rc = _install(layout, prefix, current, no_start=no_start, overrides=overrides, say=say, step=step)
-    except Exception as e:
-        if managed:  # never leave the hub stopped: start it with whatever `hub` names now
-            systemd.systemctl("start", HUB_UNIT, check=False)
-        switched = upgrade.active_env(layout) == prefix
-        back = (f"or go back with `{layout.hub_link}/bin/barehub rollback`" if switched else
-                f"barehub {plan.old_version} is still active (database backup: {backup})")
-        raise InstallError(f"{e}\nThe upgrade failed after the database was upgraded. Fix the problem and run "
-                           f"the installer again with -u, {back}.") from e
-    say(f"upgraded barehub {plan.old_version} -> {plan.new_version}. "
-        f"`{layout.hub_link}/bin/barehub rollback` goes back (and restores the database backup).")
-    return rc

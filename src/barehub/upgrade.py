@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sqlite3
 import subprocess
@@ -25,10 +24,10 @@ from pathlib import Path
 from typing import Callable
 
 import barehub
-from barehub import render
-from barehub.layout import Layout
+from barehub import envs, gate, install, render, settings, systemd
+from barehub.envs import active_env, env_version, installed_envs, norm_name, site_packages
+from barehub.layout import HUB_UNIT, Layout, NotABase
 
-_CALVER = re.compile(r"^(\d{4})\.(\d{1,2})\.(\d+)$")
 #: Site additions the upgrade applies to the new environment (see docs/upgrade.md).
 SITE_REQUIREMENTS = "site-requirements.txt"
 SITE_ENVIRONMENT = "site-environment.yml"
@@ -36,85 +35,6 @@ SITE_ENVIRONMENT = "site-environment.yml"
 
 class UpgradeError(Exception):
     pass
-
-
-# ------------------------------------------------------------------ versions
-
-
-def parse_version(text: str | None) -> tuple[int, ...] | None:
-    m = _CALVER.match(text or "")
-    return tuple(int(g) for g in m.groups()) if m else None
-
-
-def site_packages(env: Path) -> list[Path]:
-    return sorted(p for p in env.glob("lib/python3*/site-packages") if p.is_dir())
-
-
-def env_version(env: Path) -> str | None:
-    """The barehub release an environment holds: its directory name, else barehub's dist-info."""
-    if parse_version(env.name):
-        return env.name
-    for sp in site_packages(env):
-        for dist in metadata.distributions(path=[str(sp)]):
-            if _norm(dist.metadata["Name"] or "") == "barehub":
-                return dist.version
-    return None
-
-
-def active_env(layout: Layout) -> Path | None:
-    """The environment the `hub` link points at, if the link exists and the env does."""
-    link = layout.hub_link
-    try:
-        if not link.is_symlink():
-            return None
-        target = Path(os.path.normpath(link.parent / os.readlink(link)))
-        return target if target.is_dir() else None
-    except OSError:  # an unreadable base: the checks that follow say so
-        return None
-
-
-def installed_envs(layout: Layout) -> list[tuple[str, Path]]:
-    """(version, path) of every envs/<version>/, newest first."""
-    if not layout.envs.is_dir():
-        return []
-    found = [(p.name, p) for p in layout.envs.iterdir() if p.is_dir() and parse_version(p.name)]
-    return sorted(found, key=lambda vp: parse_version(vp[0]), reverse=True)
-
-
-@dataclass
-class Plan:
-    """What `barehub install` does with this prefix: fresh, repair, upgrade or older."""
-
-    kind: str
-    new_version: str
-    old_env: Path | None = None
-    old_version: str | None = None
-
-
-def decide(layout: Layout, prefix: Path, new_version: str = barehub.__version__) -> Plan:
-    old = active_env(layout)
-    if old is None:
-        return Plan("fresh", new_version)
-    old_version = env_version(old)
-    plan = Plan("repair", new_version, old, old_version)
-    if old.resolve() == prefix.resolve():
-        return plan
-    old_t, new_t = parse_version(old_version), parse_version(new_version)
-    if old_t is None or new_t is None or old_t == new_t:
-        return plan  # same release elsewhere, or a version we cannot compare: today's behaviour
-    plan.kind = "upgrade" if new_t > old_t else "older"
-    return plan
-
-
-def refusal(layout: Layout, plan: Plan, prefix: Path) -> str:
-    return (
-        f"barehub {plan.old_version} is active ({layout.hub_link} -> {plan.old_env}); this installer is "
-        f"the older {plan.new_version}. To go back, use `barehub rollback`:\n"
-        f"  {layout.hub_link}/bin/barehub versions     # what is installed, and the rollback target\n"
-        f"  {layout.hub_link}/bin/barehub rollback\n"
-        f"Nothing was changed and barehub {plan.old_version} keeps running. The installer extracted "
-        f"{prefix}, which is not used: remove it with `rm -rf {prefix}` (or `barehub prune`)."
-    )
 
 
 # ------------------------------------------------------------------ upgrade records and db backups
@@ -222,8 +142,6 @@ def restore_db(layout: Layout, backup: Path) -> None:
 # ------------------------------------------------------------------ what an environment holds
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass(frozen=True)
@@ -257,7 +175,7 @@ def python_packages(env: Path) -> dict[str, Package]:
             if not name:
                 continue
             installer = (dist.read_text("INSTALLER") or "").strip()
-            out[_norm(name)] = Package(name, dist.version, "conda" if installer == "conda" else "pip")
+            out[norm_name(name)] = Package(name, dist.version, "conda" if installer == "conda" else "pip")
     return out
 
 
@@ -282,7 +200,7 @@ def site_additions(old: Path, new: Path) -> list[Package]:
     old_conda, new_conda = conda_packages(old), conda_packages(new)
     missing = [p for n, p in sorted(old_conda.items()) if n not in new_conda]
     new_py = python_packages(new)
-    new_names = set(new_py) | {_norm(n) for n in new_conda}
+    new_names = set(new_py) | {norm_name(n) for n in new_conda}
     for key, p in sorted(python_packages(old).items()):
         if p.kind == "pip" and key not in new_names:
             missing.append(p)
@@ -421,10 +339,6 @@ def prune(layout: Layout, keep: int, say: Callable[[str], None] = print) -> list
 
 def rollback(layout: Layout, *, no_start: bool = False, say: Callable[[str], None] = print) -> int:
     """Switch back to the env the last upgrade came from, restore its db backup, restart."""
-    from barehub import systemd
-    from barehub.install import switch_link
-    from barehub.layout import HUB_UNIT
-
     rec = last_upgrade(layout)
     active = active_env(layout)
     if rec is None or active is None:
@@ -458,7 +372,7 @@ def rollback(layout: Layout, *, no_start: bool = False, say: Callable[[str], Non
         restore_db(layout, backup)
     else:
         say("3. database: the upgrade found none, nothing to restore")
-    switch_link(layout.hub_link, old_env)
+    envs.switch_link(layout.hub_link, old_env)
     say(f"4. {layout.hub_link} -> {os.readlink(layout.hub_link)}")
     rec["rolled_back"] = utc_now()
     recs = records(layout)
@@ -494,40 +408,112 @@ def upgrade_db(layout: Layout, prefix: Path, say: Callable[[str], None]) -> None
             os.chmod(p, 0o600)
 
 
-# ------------------------------------------------------------------ the check with the new env
-
-#: JupyterHub traits that name a class, and the entry-point group of their short names.
-CLASS_TRAITS = (("authenticator_class", "jupyterhub.authenticators"),
-                ("spawner_class", "jupyterhub.spawners"),
-                ("proxy_class", "jupyterhub.proxies"))
+# ------------------------------------------------------------------ the upgrade
 
 
-def unresolvable_classes(layout: Layout) -> list[tuple[str, str, str]]:
-    """(trait, value, top-level module) for each class config.d names that this env cannot import.
+class Steps:
+    """Numbered, printed steps of an upgrade."""
 
-    Run by the new environment: executing the files catches imports; this
-    catches classes given as strings (e.g. "batchspawner.SlurmSpawner"),
-    which the hub would only import when it starts. Nothing is imported here.
+    def __init__(self, say: Callable[[str], None]):
+        self.say, self.n = say, 0
+
+    def __call__(self, what: str) -> None:
+        self.n += 1
+        self.say(f"{self.n}. {what}")
+
+
+def upgrade_gate(layout: Layout, prefix: Path, plan: envs.Plan, no_start: bool,
+                 say: Callable[[str], None]) -> tuple[object, str | None]:
+    """The gate, run by the new environment (this process) before anything changes.
+
+    A package the configuration imports and the new environment lacks is named,
+    with the command that adds it. Every refusal says the old hub keeps running.
     """
-    import importlib.util
+    keeps = f"Nothing was changed; barehub {plan.old_version} keeps running."
+    try:
+        current, initial_text = install.prepare(layout, prefix, no_start, {})
+        report = gate.check(layout, ports=not no_start and systemd.is_running(), current=current,
+                                    upgrading=True)
+    except (install.InstallError, settings.SettingsError, NotABase) as e:
+        raise install.InstallError(f"{e}\n{keeps}") from None
+    for w in report.warnings:
+        say(f"   warning: {w}")
+    for p in report.problems:
+        if p.missing_module:
+            raise install.InstallError(f"{p.where}: {p.what}\n" + missing_module_message(
+                p.missing_module, plan.old_env, prefix, plan.old_version)) from None
+    if report.problems:
+        raise install.InstallError("\n".join(str(p) for p in report.problems)
+                                   + f"\nbarehub {plan.new_version} cannot start with this configuration. "
+                                   f"Fix it, then run the installer again with -u. {keeps}")
+    return current, initial_text
 
-    from traitlets.config import Config
 
-    from barehub import hubconfig
+def upgrade(layout: Layout, prefix: Path, plan: envs.Plan, *, no_start: bool = False,
+            say: Callable[[str], None] = print) -> int:
+    """Install a newer release beside the active one and switch to it; see docs/upgrade.md."""
+    assert plan.old_env is not None
+    step = Steps(say)
+    say(f"barehub upgrade: {plan.old_version} ({plan.old_env}) -> {plan.new_version} ({prefix}), base {layout.base}")
+    step("site environment files")
+    if not any((layout.base / n).is_file() for n in (SITE_REQUIREMENTS, SITE_ENVIRONMENT)):
+        say(f"   none ({layout.base}/{SITE_REQUIREMENTS} or {SITE_ENVIRONMENT}, see docs/upgrade.md)")
+    apply_site_files(layout, prefix, lambda m: say(f"   {m}"))
+    step("site additions: packages in the active environment that the new one lacks")
+    extra = site_additions(plan.old_env, prefix)
+    if extra:
+        say("   warning: these are not in the new environment and will be gone after the switch:")
+        for p in extra:
+            say(f"     {p.name} {p.version} ({p.kind})")
+        say("   add them to the new environment (now or later) with")
+        for cmd in add_command(prefix, extra):
+            say(f"     {cmd}")
+        say("   or keep them for good in a flavor or a site environment file (docs/upgrade.md)")
+    else:
+        say("   none")
+    step(f"check: barehub {plan.new_version} starts with {layout.settings_file} and {layout.config_d}/")
+    current, initial_text = upgrade_gate(layout, prefix, plan, no_start, say)
+    say("   ok")
 
-    c = Config()
-    hubconfig.load_config_d(layout, c)
-    out = []
-    for trait, group in CLASS_TRAITS:
-        if trait not in c.JupyterHub:
-            continue
-        value = c.JupyterHub[trait]
-        if not isinstance(value, str) or not value:
-            continue
-        if value in {ep.name for ep in metadata.entry_points(group=group)}:
-            continue
-        top = value.split(".")[0]
-        if "." in value and importlib.util.find_spec(top) is not None:
-            continue
-        out.append((trait, value, top))
-    return out
+    managed = not no_start and systemd.is_running()
+    backup = None
+    try:
+        if managed and systemd.unit_state(HUB_UNIT)[1] in ("active", "activating", "reloading"):
+            step(f"stop {HUB_UNIT} (users' servers and the proxy keep running)")
+            systemd.systemctl("stop", HUB_UNIT)
+        else:
+            step(f"{HUB_UNIT} is not running here: nothing to stop")
+        step(f"back up the database {layout.db_file}")
+        backup = backup_db(layout, f"{plan.old_version}-to-{plan.new_version}")
+        say(f"   {backup} (mode 600)" if backup else "   no database yet: nothing to back up")
+        step("jupyterhub upgrade-db with the new environment")
+        if backup:
+            upgrade_db(layout, prefix, say)
+            say("   done")
+        else:
+            say("   no database yet: skipped")
+        add_record(layout, **{"from": plan.old_version, "to": plan.new_version,
+                              "from_env": str(plan.old_env), "to_env": str(prefix),
+                              "backup": str(backup) if backup else None})
+        say(f"   recorded in {layout.state / 'upgrades.json'} (for `barehub rollback`)")
+    except (UpgradeError, systemd.SystemdError, OSError) as e:
+        if backup is not None:
+            restore_db(layout, backup)
+        if managed:
+            systemd.systemctl("start", HUB_UNIT, check=False)
+        raise install.InstallError(f"{e}\nThe upgrade stopped before the switch: the database was restored and "
+                                   f"barehub {plan.old_version} started again.") from None
+    try:
+        rc = install.finish(layout, prefix, current, initial_text, no_start=no_start, overrides={}, say=say,
+                            step=step)
+    except Exception as e:
+        if managed:  # never leave the hub stopped: start it with whatever `hub` names now
+            systemd.systemctl("start", HUB_UNIT, check=False)
+        switched = active_env(layout) == prefix
+        back = (f"or go back with `{layout.hub_link}/bin/barehub rollback`" if switched else
+                f"barehub {plan.old_version} is still active (database backup: {backup})")
+        raise install.InstallError(f"{e}\nThe upgrade failed after the database was upgraded. Fix the problem "
+                                   f"and run the installer again with -u, {back}.") from e
+    say(f"upgraded barehub {plan.old_version} -> {plan.new_version}. "
+        f"`{layout.hub_link}/bin/barehub rollback` goes back (and restores the database backup).")
+    return rc

@@ -1,0 +1,3 @@
+# upstream: start
+# expect: allowed_users
+c.Authenticator.allowed_users = 5  # <- check names this line

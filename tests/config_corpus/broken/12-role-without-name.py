@@ -1,0 +1,3 @@
+# upstream: start
+# expect: load_roles
+c.JupyterHub.load_roles = [{"scopes": ["read:users"]}]  # <- check names this line
