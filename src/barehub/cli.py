@@ -135,6 +135,15 @@ def cmd_render_proxy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stop_services(args: argparse.Namespace) -> int:
+    """Run by jupyterhub.service's ExecStopPost: no managed service outlives its hub."""
+    stopped = systemd.stop_managed_services()
+    if stopped:
+        print(f"stopped {len(stopped)} managed service process(es) the hub left behind: "
+              + ", ".join(map(str, stopped)))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     layout = Layout.at(args.base)
     rows = [("barehub", barehub.__version__), ("base", str(layout.base))]
@@ -270,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", "validate barehub.toml and load jupyterhub_config.d/ without starting anything").set_defaults(func=cmd_check)
     add("render-proxy", "re-render traefik's configuration from barehub.toml "
         "(jupyterhub-proxy.service runs it before traefik starts)").set_defaults(func=cmd_render_proxy)
+    add("stop-services", "stop the managed services (e.g. the idle culler) a stopped or killed hub left "
+        "behind (jupyterhub.service runs it after the hub exits)").set_defaults(func=cmd_stop_services)
     add("status", "show the version, base, unit states and public URL").set_defaults(func=cmd_status)
     add("versions", "list the installed environments (envs/<version>/) and mark the active one"
         ).set_defaults(func=cmd_versions)

@@ -262,6 +262,27 @@ def test_reload_with_a_broken_file_keeps_the_running_hub(ct, hub, user_token, tm
     assert f"{broken}:3: NameError" in hub.journal("jupyterhub", since)
 
 
+def test_reload_refuses_what_jupyterhub_would_refuse(ct, hub, user_token, tmp_path):
+    """Three files of the gate's corpus (tests/config_corpus), one at a time: each reload fails,
+    the running hub is untouched (same MainPID) and users are served throughout."""
+    corpus = REPO / "tests" / "config_corpus" / "broken"
+    cases = ["01-spawner-class-missing-module.py", "11-role-unknown-scope.py", "06-trait-wrong-type.py"]
+    pid = hub.main_pid("jupyterhub.service")
+    probes = Probes(hub, tmp_path, user_token)
+    for name in cases:
+        target = f"{BASE}/jupyterhub_config.d/{name}"
+        hub.write(target, (corpus / name).read_text())
+        since = hub.now()
+        r = hub.systemctl("reload", "jupyterhub", check=False)
+        time.sleep(1)
+        ct.exec(["rm", target])
+        assert r.returncode != 0, name
+        assert hub.main_pid("jupyterhub.service") == pid, f"{name}: the running hub must not be touched"
+        assert f"{target}:" in hub.journal("jupyterhub", since), name
+    time.sleep(1)
+    assert_no_failures(probes.finish(), "three reloads with configurations JupyterHub refuses")
+
+
 def test_restart_with_a_broken_file_leaves_proxy_and_users_up(ct, hub, user_token, tmp_path):
     broken = f"{BASE}/jupyterhub_config.d/30-broken.py"
     proxy_pid = hub.main_pid("jupyterhub-proxy.service")
@@ -305,6 +326,41 @@ def test_kill_9_hub_then_proxy_recover_within_5s(ct, hub, user_token):
         report(f"kill -9 {unit}: restarted after {restarted:.1f}s, {USER}'s server served after "
               f"{reachable:.1f}s, hub API after {time.monotonic() - t0:.1f}s")
         assert served()
+
+
+def test_no_stale_culler_after_three_kills_of_the_hub(ct, hub):
+    """The idle culler is a managed service, in the hub's cgroup; KillMode=process leaves it
+    running when the hub is killed. ExecStopPost (barehub stop-services) stops it, so that
+    after three kill -9 there is one culler, the new hub's."""
+    culler = f"{BASE}/jupyterhub_config.d/50-idle-culler.py"
+    ct.exec(["cp", f"{culler}.example", culler])
+
+    def cullers() -> list[str]:
+        out = ct.exec(["pgrep", "-f", "-a", "jupyterhub_idle_culler"], check=False).stdout
+        return [line for line in out.splitlines() if "-m jupyterhub_idle_culler" in line]
+
+    try:
+        pid = hub.main_pid("jupyterhub.service")
+        hub.systemctl("reload", "jupyterhub")
+        wait_for(lambda: hub.main_pid("jupyterhub.service") not in (0, pid) and hub.up() and cullers(), 60,
+                 what="hub with the culler")
+        counts = []
+        for _ in range(3):
+            pid = hub.main_pid("jupyterhub.service")
+            ct.exec(["kill", "-9", str(pid)])
+            wait_for(lambda: hub.main_pid("jupyterhub.service") not in (0, pid) and hub.up(), 30, interval=0.2,
+                     what="hub back after kill -9")
+            wait_for(cullers, 20, what="the new hub's culler")
+            time.sleep(1)
+            counts.append(len(cullers()))
+        report(f"culler processes after each of three kill -9 of the hub: {counts}")
+        assert counts == [1, 1, 1], cullers()
+    finally:
+        ct.exec(["rm", "-f", culler])
+        pid = hub.main_pid("jupyterhub.service")
+        hub.systemctl("reload", "jupyterhub")
+        wait_for(lambda: hub.main_pid("jupyterhub.service") not in (0, pid) and hub.up(), 60, what="hub reloaded")
+    assert not cullers(), "the culler stops with the hub that started it"
 
 
 def test_reinstall_with_u_keeps_admin_files(ct, hub):

@@ -196,6 +196,25 @@ def test_rollback_keeps_everything(ct, hub, before, tmp_path):
     assert_intact(hub, before)
 
 
+def test_upgrade_with_a_config_the_new_hub_would_refuse_changes_nothing(ct, hub, before):
+    """One file of the gate's corpus (tests/config_corpus): the new env's gate refuses it."""
+    case = REPO / "tests" / "config_corpus" / "broken" / "11-role-unknown-scope.py"
+    target = f"{BASE}/jupyterhub_config.d/{case.name}"
+    hub.write(target, case.read_text())
+    hub_pid = hub.main_pid("jupyterhub.service")
+    files = admin_files(ct)
+    try:
+        r = run_installer(ct, NEXT, "-u")
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, out[-3000:]
+        assert f"{target}:" in out and "Scope 'read:nonsense' for role viewer does not exist" in out
+        assert f"Nothing was changed; barehub {FIRST} keeps running." in out
+        assert active(ct) == f"envs/{FIRST}" and admin_files(ct) == files
+        assert hub.main_pid("jupyterhub.service") == hub_pid and hub.up()
+    finally:
+        ct.exec(["rm", "-f", target])
+
+
 def test_upgrade_that_fails_the_check_changes_nothing(ct, hub, before):
     # a site addition in the active env, used by a config.d file: the new env lacks it
     sp = ct.exec([f"{BASE}/hub/bin/python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
@@ -247,6 +266,29 @@ def test_older_release_over_newer_base_is_refused(ct, hub, before):
     assert active(ct) == f"envs/{NEXT}"
     assert hub.main_pid("jupyterhub.service") == hub_pid and hub.up()
     assert_intact(hub, {**before, "files": admin_files(ct)})
+
+
+def test_rollback_into_an_env_that_cannot_load_the_config_is_refused(ct, hub, before):
+    """A spawner class only the active (newer) env has: the old env's gate refuses the rollback."""
+    new_sp = ct.exec([f"{BASE}/envs/{NEXT}/bin/python", "-c",
+                      "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    ct.exec(["sh", "-c", f"printf 'from jupyterhub.spawner import LocalProcessSpawner\\n"
+                         f"class SiteSpawner(LocalProcessSpawner):\\n    pass\\n' > {new_sp}/newonly_spawner.py"])
+    site = f"{BASE}/jupyterhub_config.d/26-spawner.py"
+    hub.write(site, 'c.JupyterHub.spawner_class = "newonly_spawner.SiteSpawner"\n')
+    try:
+        assert ct.exec([f"{BASE}/hub/bin/barehub", "check"], check=False).returncode == 0, "the new env has it"
+        hub_pid = hub.main_pid("jupyterhub.service")
+        r = ct.exec([f"{BASE}/hub/bin/barehub", "rollback"], check=False, timeout=300)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, out
+        assert f"barehub {FIRST} cannot load the current configuration" in out
+        assert f"{site}:1: c.JupyterHub.spawner_class = 'newonly_spawner.SiteSpawner'" in out
+        assert "No module named 'newonly_spawner'" in out and "Nothing was changed" in out
+        assert active(ct) == f"envs/{NEXT}"
+        assert hub.main_pid("jupyterhub.service") == hub_pid and hub.up()
+    finally:
+        ct.exec(["rm", "-f", site, f"{new_sp}/newonly_spawner.py"])
 
 
 def test_prune_and_env_export(ct):
