@@ -639,6 +639,11 @@ class HubCheck:
         if url.startswith("sqlite:///") and url[len("sqlite:///"):].split("?")[0] not in ("", ":memory:"):
             live = Path(url[len("sqlite:///"):].split("?")[0])
             copy = Path(self._tmp_dir()) / "jupyterhub.sqlite"
+            if live == self.layout.db_file and self.layout.state.is_dir() and not os.access(
+                    self.layout.state, os.R_OK | os.X_OK):
+                self.report.warning(str(self.layout.state), "this user cannot read state/: users, groups and "
+                                    "roles were checked against a new, empty database, not the live one",
+                                    "run `barehub check` as root or as the hub's user for the full check")
             if live.exists():
                 _copy_sqlite(live, copy)
             elif live != self.layout.db_file and not live.parent.is_dir():  # state/ is made by install

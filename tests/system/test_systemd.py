@@ -262,27 +262,6 @@ def test_reload_with_a_broken_file_keeps_the_running_hub(ct, hub, user_token, tm
     assert f"{broken}:3: NameError" in hub.journal("jupyterhub", since)
 
 
-def test_reload_refuses_what_jupyterhub_would_refuse(ct, hub, user_token, tmp_path):
-    """Three files of the gate's corpus (tests/config_corpus), one at a time: each reload fails,
-    the running hub is untouched (same MainPID) and users are served throughout."""
-    corpus = REPO / "tests" / "config_corpus" / "broken"
-    cases = ["01-spawner-class-missing-module.py", "11-role-unknown-scope.py", "06-trait-wrong-type.py"]
-    pid = hub.main_pid("jupyterhub.service")
-    probes = Probes(hub, tmp_path, user_token)
-    for name in cases:
-        target = f"{BASE}/jupyterhub_config.d/{name}"
-        hub.write(target, (corpus / name).read_text())
-        since = hub.now()
-        r = hub.systemctl("reload", "jupyterhub", check=False)
-        time.sleep(1)
-        ct.exec(["rm", target])
-        assert r.returncode != 0, name
-        assert hub.main_pid("jupyterhub.service") == pid, f"{name}: the running hub must not be touched"
-        assert f"{target}:" in hub.journal("jupyterhub", since), name
-    time.sleep(1)
-    assert_no_failures(probes.finish(), "three reloads with configurations JupyterHub refuses")
-
-
 def test_restart_with_a_broken_file_leaves_proxy_and_users_up(ct, hub, user_token, tmp_path):
     broken = f"{BASE}/jupyterhub_config.d/30-broken.py"
     proxy_pid = hub.main_pid("jupyterhub-proxy.service")
@@ -299,6 +278,29 @@ def test_restart_with_a_broken_file_leaves_proxy_and_users_up(ct, hub, user_toke
     # fixing the file is enough: systemd keeps retrying
     ct.exec(["rm", broken])
     wait_for(hub.up, 60, what="hub back after the fix")
+
+
+def test_reload_refuses_what_jupyterhub_would_refuse(ct, hub, user_token, tmp_path):
+    """Three files of the gate's corpus (tests/config_corpus), one at a time: each reload fails,
+    the running hub is untouched (same MainPID) and users are served throughout."""
+    corpus = REPO / "tests" / "config_corpus" / "broken"
+    cases = ["01-spawner-class-missing-module.py", "11-role-unknown-scope.py", "06-trait-wrong-type.py"]
+    pid = hub.main_pid("jupyterhub.service")
+    probes = Probes(hub, tmp_path, user_token)
+    for name in cases:
+        target = f"{BASE}/jupyterhub_config.d/90-{name}"  # after 20-driver.py, which sets load_roles too
+        hub.write(target, (corpus / name).read_text())
+        try:
+            since = hub.now()
+            r = hub.systemctl("reload", "jupyterhub", check=False)
+            wait_for(lambda: f"error: {target}:" in hub.journal("jupyterhub", since), 15,
+                     what=f"the journal to name {name}")
+        finally:
+            ct.exec(["rm", "-f", target])
+        assert r.returncode != 0, name
+        assert hub.main_pid("jupyterhub.service") == pid, f"{name}: the running hub must not be touched"
+    time.sleep(1)
+    assert_no_failures(probes.finish(), "three reloads with configurations JupyterHub refuses")
 
 
 def test_kill_9_hub_then_proxy_recover_within_5s(ct, hub, user_token):

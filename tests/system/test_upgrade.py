@@ -199,7 +199,7 @@ def test_rollback_keeps_everything(ct, hub, before, tmp_path):
 def test_upgrade_with_a_config_the_new_hub_would_refuse_changes_nothing(ct, hub, before):
     """One file of the gate's corpus (tests/config_corpus): the new env's gate refuses it."""
     case = REPO / "tests" / "config_corpus" / "broken" / "11-role-unknown-scope.py"
-    target = f"{BASE}/jupyterhub_config.d/{case.name}"
+    target = f"{BASE}/jupyterhub_config.d/90-{case.name}"  # after 20-driver.py, which sets load_roles too
     hub.write(target, case.read_text())
     hub_pid = hub.main_pid("jupyterhub.service")
     files = admin_files(ct)
