@@ -162,17 +162,41 @@ def real(work, wheelhouse):
 def test_help_lists_the_flags_and_exits_2(hook_installer):
     r = run(hook_installer, "-h")
     assert r.returncode == 2, r.stderr
-    for flag in ("-b", "-f", "-h", "-k", "-p PREFIX", "-s", "-u"):
+    for flag in ("-b", "-f", "-h", "-k", "-p PREFIX", "-s", "-m", "-u", "-t"):
         assert f"\n{flag} " in r.stdout, (flag, r.stdout)
     assert f"/opt/barehub/envs/{V}" in r.stdout, "the default prefix is shown"
 
 
-@pytest.mark.parametrize("args", [["-x"], ["-b", "-p"], ["-b", "extra"]], ids=["unknown", "no-prefix-arg", "extra-arg"])
-def test_bad_usage_prints_usage_and_exits_2(hook_installer, work, args):
+@pytest.mark.parametrize("args, named", [(["-x"], "illegal option -- x"), (["-b", "-p"], "requires an argument -- p")],
+                         ids=["unknown", "no-prefix-arg"])
+def test_bad_usage_exits_1_like_constructors(hook_installer, work, args, named):
+    """constructor's getopts loop: the shell names the option on stderr, the header prints
+    `ERROR: did not recognize option '?'` on stdout (the letter getopts gives it), no usage, exit 1."""
     r = run(hook_installer, *args, cwd=work)
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    assert "ERROR:" in r.stderr and "usage:" in r.stderr
-    assert "-x" not in args or "did not recognize option '-x'" in r.stderr
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stdout == "ERROR: did not recognize option '?', please try -h\n", r.stdout
+    assert named in r.stderr and "usage:" not in r.stdout + r.stderr
+
+
+def test_extra_arguments_are_ignored(hook_installer, work):
+    prefix = work / "h-extra" / "envs" / V
+    out = work / "h-extra-hook"
+    r = run(hook_installer, "-b", "-p", str(prefix), "extra", "-z", env={"HOOK_OUT": str(out)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert hook_record(out).env["PREFIX"] == str(prefix)
+
+
+def test_i_m_and_t_are_accepted(hook_installer, work):
+    """-i undoes -b (the prompt is asked), -m has no shortcuts to skip, -t runs the stand-in tests."""
+    prefix = work / "h-imt" / "envs" / V
+    out = work / "h-imt-hook"
+    r = run(hook_installer, "-b", "-i", "-m", "-t", "-p", str(prefix), stdin="\n", env={"HOOK_OUT": str(out)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"[{prefix}] >>> " in r.stdout, "-i after -b: interactive again"
+    assert hook_record(out).env["INSTALLER_UNATTENDED"] == "0"
+    assert "INFO: Running package tests in a subshell" in r.stdout
+    assert r.stdout.index("installation finished.") < r.stdout.index("INFO: Running package tests")
+    assert not (prefix / "pkgs").exists(), "-t without -k clears the package cache after the tests"
 
 
 def test_header_is_posix_sh_and_shellcheck_clean(hook_installer, work):
@@ -308,7 +332,8 @@ def test_post_install_gets_constructors_environment_and_cwd(hook_installer, work
     prefix = work / "h-env" / "envs" / V
     out = work / "h-env-hook"
     caller = {"HOOK_OUT": str(out), "BAREHUB_BASE": str(work / "h-env-base"), "BAREHUB_NO_START": "1",
-              "LD_LIBRARY_PATH": "/nonexistent/lib", "CONDARC": "/nonexistent/condarc"}
+              "LD_LIBRARY_PATH": "/nonexistent/lib", "CONDARC": "/nonexistent/condarc",
+              "LD_AUDIT": "/nonexistent/audit.so", "TMP": "/caller/tmp"}
     if LIBC.exists():
         caller["LD_PRELOAD"] = str(LIBC)
     # Started by a relative path from the installer's directory: INSTALLER_PATH is still absolute.
@@ -320,7 +345,8 @@ def test_post_install_gets_constructors_environment_and_cwd(hook_installer, work
     keys = ["PREFIX", "INSTALLER_NAME", "INSTALLER_VER", "INSTALLER_PLAT", "INSTALLER_TYPE", "INSTALLER_PATH",
             "INSTALLER_UNATTENDED", "FORCE", "BAREHUB_BASE", "BAREHUB_NO_START", "HOOK_OUT"]
     assert {k: rec.env.get(k) for k in keys} == {k: expected[k] for k in keys}
-    for unset in ("LD_LIBRARY_PATH", "LD_PRELOAD", "CONDARC"):
+    assert rec.env["TMP"] == rec.env["TMP_BACKUP"] == "/caller/tmp", "the caller's TMP, given back"
+    for unset in ("LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT", "CONDARC", "OLD_LD_LIBRARY_PATH"):
         assert unset not in rec.env, unset
     for internal in ("python_bin", "pkgs", "batch", "keep_pkgs", "reinstall"):
         assert internal not in rec.env, internal
@@ -328,11 +354,23 @@ def test_post_install_gets_constructors_environment_and_cwd(hook_installer, work
     assert rec.python == V, "the environment is in place before post_install"
     assert not (prefix / "pkgs").exists()
 
-    # Again over the same prefix: -f and -u both set FORCE=1 (and -u needs no -f).
+    # Without TMP in the caller's environment, the hook gets both, empty (constructor's does).
+    r = run(hook_installer, "-b", "-f", "-p", str(prefix), env={k: v for k, v in caller.items() if k != "TMP"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert hook_record(out).env.get("TMP") == hook_record(out).env.get("TMP_BACKUP") == ""
+
+    # Again over the same prefix: -f and -u both set FORCE=1 (and -u needs no -f), and
+    # install the same packages again without forcing anything: a file added to the
+    # installed barehub package survives, as it would under constructor's
+    # `conda install --offline` of the same explicit state.
+    site = Path(subprocess.run([str(prefix / "bin/python"), "-c", "import barehub, os; print(os.path.dirname(barehub.__file__))"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "local-marker").write_text("kept\n")
     for flag in ("-f", "-u"):
         r = run(hook_installer, "-b", flag, "-p", str(prefix), env=caller)
         assert r.returncode == 0, r.stdout + r.stderr
         assert hook_record(out).env["FORCE"] == "1", flag
+        assert (site / "local-marker").read_text() == "kept\n", f"{flag} reinstalled barehub"
 
 
 def test_interactive_install_asks_for_the_location(hook_installer, work):
@@ -352,6 +390,19 @@ def test_interactive_install_asks_for_the_location(hook_installer, work):
     r = run(hook_installer, "-p", str(offered), stdin="")
     assert r.returncode == 1 and "no answer" in r.stderr
     assert not offered.exists()
+
+    # $VARS in the answer are expanded (envsubst), and a leading ~ is $HOME, as constructor's does.
+    if shutil.which("envsubst") is None:
+        pytest.skip("envsubst is not installed (gettext-base): constructor's header expands $VARS only with it")
+    home = work / "h-home"
+    home.mkdir()
+    r = run(hook_installer, "-p", str(offered), stdin="$BAREHUB_T_TOP/vars/envs/$BAREHUB_T_V\n",
+            env={"HOOK_OUT": str(out), "BAREHUB_T_TOP": str(work / "h-typed"), "BAREHUB_T_V": V})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert hook_record(out).env["PREFIX"] == str(work / "h-typed" / "vars" / "envs" / V)
+    r = run(hook_installer, "-p", str(offered), stdin=f"~/envs/{V}\n", env={"HOOK_OUT": str(out), "HOME": str(home)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert hook_record(out).env["PREFIX"] == str(home / "envs" / V)
 
 
 def test_skip_scripts_and_keep_pkgs(hook_installer, work):
@@ -376,7 +427,7 @@ def test_failing_post_install_exits_1_without_rollback(hook_installer, work):
     assert r.stderr.rstrip().endswith("ERROR: executing post_install.sh failed")
     assert "installation finished." not in r.stdout
     assert (prefix / "bin" / "python").exists(), "nothing is rolled back"
-    assert not (prefix / "pkgs").exists()
+    assert (prefix / "pkgs" / "post_install.sh").is_file(), "the unpacked payload stays, as with constructor's"
 
 
 def test_edited_header_relative_prefix_and_any_cwd(hook_installer, work):
