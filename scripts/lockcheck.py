@@ -18,7 +18,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-from ruamel.yaml import YAML, YAMLError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRUCT_DIR = ROOT / "construct"
@@ -94,8 +93,11 @@ LINUX_64 = selectors_for("linux-64")
 _SELECTOR = re.compile(r"(.+?)\s*(#.*)?\[([^\[\]]+)\](?(2)[^\(\)]*)$")
 
 
-def yaml_loader() -> YAML:
-    """The loader constructor uses (constructor/utils.py): ruamel's round-trip mode."""
+def yaml_loader():
+    """The loader constructor uses (constructor/utils.py): ruamel's round-trip mode.
+    Imported here, so that the checks that read no YAML work without ruamel."""
+    from ruamel.yaml import YAML
+
     return YAML(typ="rt")
 
 
@@ -145,6 +147,8 @@ def preprocess(text: str, environ: dict, selectors: dict = LINUX_64) -> str:
     In constructor's order: drop comment-only lines, keep or drop `[selector]` lines,
     then render with Jinja2 only if the text is not valid YAML (for ruamel) as it stands.
     """
+    from ruamel.yaml import YAMLError
+
     text = select_lines(text, selectors)
     try:
         yaml_loader().load(text)

@@ -38,6 +38,8 @@ V = version()
 BUILDER = REPO / "scripts" / "build_test_installer.py"
 INSTALLER = f"barehub-{V}-Linux-x86_64.sh"
 LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
+NO_NETWORK = REPO / "scripts" / "ci" / "no-network"
+SMOKE = REPO / "scripts" / "ci" / "smoke"
 
 _spec = importlib.util.spec_from_file_location("build_test_installer", BUILDER)
 builder = importlib.util.module_from_spec(_spec)
@@ -73,12 +75,17 @@ def build(out: Path, wheels: Path, *args: str) -> subprocess.CompletedProcess[st
 
 
 def run(installer: Path | str, *args: str, env: dict[str, str] | None = None, cwd: Path | str = "/",
-        stdin: str | None = None, shell: str = "bash", offline: bool = False,
+        stdin: str | None = None, shell: str = "bash", offline: bool = False, watch: bool = False,
         timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run an installer like an administrator: `bash INSTALLER ARGS` with the caller's environment."""
+    """Run an installer like an administrator: `bash INSTALLER ARGS` with the caller's environment.
+
+    watch: under scripts/ci/no-network, as release CI runs the real one (exit 3 if anything it
+    starts tries to reach the network)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("BAREHUB_", "HOOK_"))}
     full_env.update(env or {})
     cmd = [shell, str(installer), *args]
+    if watch:
+        cmd = [str(NO_NETWORK), *cmd]
     if offline:
         cmd = ["unshare", "--net", "--", *cmd]
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
@@ -149,9 +156,10 @@ def real(work, wheelhouse):
     prefix = base / "envs" / V
     offline = network_namespace_works()
     t0 = time.monotonic()
-    # A pip index in the caller's environment must not matter: the install is offline.
-    result = run(out, "-b", "-p", str(prefix), offline=offline,
-                 env={"BAREHUB_NO_START": "1", "PIP_INDEX_URL": "http://127.0.0.1:9/simple"})
+    # A pip index in the caller's environment must not matter: the install is offline, and
+    # watched by scripts/ci/no-network like release CI's install of the real installer.
+    result = run(out, "-b", "-p", str(prefix), offline=offline, watch=shutil.which("strace") is not None,
+                 env={"BAREHUB_NO_START": "1", "PIP_INDEX_URL": "http://192.0.2.1:9/simple"})
     installed = time.monotonic() - t0
     print(f"real installer: built in {built:.1f} s, installed in {installed:.1f} s (offline={offline})")
     return SimpleNamespace(installer=out, base=base, prefix=prefix, result=result, offline=offline)
@@ -297,7 +305,31 @@ def test_real_install_puts_the_hub_env_in_place_and_runs_post_install(real):
 def test_install_needs_no_network(real):
     if not real.offline:
         pytest.skip("`unshare --net` is not available here: the install ran with the host's network")
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed (`make test-deps` installs it): the install was not watched")
     assert real.result.returncode == 0, real.result.stderr
+    assert "no-network: bash made no attempt to reach the network" in real.result.stdout
+
+
+def test_no_network_catches_what_tries_to_reach_the_network(work, wheelhouse):
+    """The watcher itself: a hook that tries an outside address (and carries on when that
+    fails, as miniforge#883's downloads did) fails the install; loopback does not."""
+    if shutil.which("strace") is None or not network_namespace_works():
+        pytest.skip("needs strace and `unshare --net` (`make test-deps` installs strace)")
+    for target, expected in (("192.0.2.1/80", 3), ("127.0.0.1/9", 0)):
+        hook = work / f"net-hook-{expected}.sh"
+        hook.write_text(f"#!/bin/bash\n(exec 3<>/dev/tcp/{target}) 2>/dev/null || true\n")
+        installer = work / f"net-{expected}" / INSTALLER
+        reqs = work / "net-requirements.txt"
+        reqs.write_text("# nothing beyond barehub's own dependencies\n")
+        r = build(installer, wheelhouse, "--requirements", str(reqs), "--post-install", str(hook))
+        assert r.returncode == 0, r.stderr
+        r = run(installer, "-b", "-p", str(work / f"net-{expected}-prefix" / "envs" / V), offline=True, watch=True)
+        assert r.returncode == expected, r.stdout + r.stderr
+        if expected:
+            assert re.search(r"connect to 192\.0\.2\.1:80 by \S+/pkgs/post_install\.sh", r.stderr), r.stderr
+        else:
+            assert "made no attempt to reach the network" in r.stdout
 
 
 def test_existing_prefix_without_f_or_u_is_refused(real):
@@ -324,6 +356,21 @@ def test_update_with_u_installs_over_the_prefix_and_keeps_admin_files(real):
     assert (real.base / "state" / "jupyterhub_cookie_secret").read_text() == secret
     assert os.readlink(real.base / "hub") == f"envs/{V}"
     assert os.access(real.prefix / "bin/jupyterhub", os.X_OK)
+
+
+def test_smoke_script_starts_proxy_and_hub_from_the_units(real):
+    """scripts/ci/smoke, release CI's test where systemd cannot run (ppc64le under QEMU), on this
+    install: the units' own commands, the hub answering through the proxy, in a network namespace
+    with only lo (the default ports 80 and 8099 are free there)."""
+    if not network_namespace_works():
+        pytest.skip("`unshare --net` is not available here")
+    assert real.result.returncode == 0
+    r = subprocess.run(["unshare", "--net", "--", "bash", "-c", 'ip link set lo up && exec "$0" "$@"',
+                        str(SMOKE), str(real.base)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "SMOKE_TIMEOUT": "120"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "/hub/api/ answers through the proxy" in r.stdout
+    assert "render-proxy" in r.stdout, "the proxy's ExecStartPre ran first"
 
 
 # --- post_install's contract (stand-in hook) ---------------------------------------------
