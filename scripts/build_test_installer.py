@@ -31,7 +31,7 @@ docs/flavors.md): its lock flavors/NAME.pypi.lock is installed after the
 other requirement files, its examples land in $PREFIX/share/barehub/examples/
 and share/barehub/flavor.json records the flavor, where scripts/flavor.py
 puts them in the real installer; INSTALLER_NAME is barehub-NAME. Reading the
-flavor needs PyYAML (the test venv has it; /usr/bin/python3 may not).
+flavor needs ruamel.yaml (the test venv has it; /usr/bin/python3 may not).
 
 The header finds the payload through the marker line (so editing the header
 cannot break extraction) and checks it against the sha256 it records.
@@ -162,7 +162,7 @@ def flavor_extras(name: str, version: str) -> tuple[Path, list[tuple[str, bytes]
     try:
         import flavor
     except ImportError as e:
-        raise BuildError(f"--flavor needs scripts/flavor.py and PyYAML ({e}): run this with the test "
+        raise BuildError(f"--flavor needs scripts/flavor.py and ruamel.yaml ({e}): run this with the test "
                          "venv's python (.venv-test/bin/python, `make test-deps`)") from e
     if not flavor.flavor_file(name).is_file():
         raise BuildError(f"no flavor {name!r}: flavors/ has {flavor.flavor_names()}")

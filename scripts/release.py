@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import re
 import shutil
@@ -39,6 +38,7 @@ from urllib.parse import unquote, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lockcheck  # noqa: E402
+from build_test_installer import sha256_of  # noqa: E402
 
 ROOT = lockcheck.ROOT
 CHANGELOG = ROOT / "CHANGELOG.md"
@@ -254,14 +254,6 @@ def check_build(out: Path, platform: str, flavor: str | None = None) -> list[str
     except ValueError as e:
         problems.append(f"licenses.json is not JSON: {e}")
     return problems
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- SBOM and assets ------------------------------------------------------------------------

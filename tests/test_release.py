@@ -375,3 +375,10 @@ def test_net_trap_counts_what_tries_to_leave_a_namespace_without_network():
     other = subprocess.run(["unshare", "--net", "--", "sh", "-c",
                             f"ip link add eth9 type veth peer name eth8 && {trap} arm"], capture_output=True, text=True)
     assert other.returncode == 2 and "interfaces besides lo (eth8 eth9 )" in other.stderr, other.stderr
+
+
+def test_readme_quick_start_downloads_verifies_then_installs():
+    text = (ROOT / "README.md").read_text()
+    verify = f"sha256sum -c barehub-{VERSION}-Linux-x86_64.sh.sha256"
+    install = f"sudo bash barehub-{VERSION}-Linux-x86_64.sh -b"
+    assert verify in text and install in text and text.index(verify) < text.index(install)
