@@ -4,16 +4,21 @@ PY ?= /usr/bin/python3
 BUILD := build
 VENV := .venv-test
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/barehub/__init__.py)
+# Python for scripts/ (lockcheck, flavor, bump, release: ruamel.yaml, jinja2, packaging,
+# scripts/requirements.txt): the test venv once `make test-deps` made it, else $(PY).
+SCRIPTS_PY ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PY))
 
-.PHONY: help try try-stop apt-deps test test-deps wheels channel installer test-installer lint clean
+.PHONY: help try try-stop apt-deps test test-deps wheels channel installer test-installer lint clean version
 
 help:
 	@echo "make try        a real barehub in a throwaway systemd container (make try-stop ends it)"
 	@echo "make test       install what the tests need, then run them all"
-	@echo "make lock       regenerate construct/pypi.lock from its roots"
+	@echo "make lock       regenerate construct/pypi.lock from its roots, then the flavor locks"
 	@echo "make channel    build the barehub conda package offline into $(BUILD)/channel"
 	@echo "make installer  build the constructor installer (needs constructor + conda-forge)"
 	@echo "make installer FLAVOR=slurm   the same for a flavor (flavors/slurm.yaml, docs/flavors.md)"
+	@echo "make installer PLATFORM=linux-ppc64le CONDA_STANDALONE=...   a cross build (docs/releasing.md)"
+	@echo "make version VERSION=YYYY.MM.N   set the release version everywhere it is spelled out"
 	@echo "make wheels     download the pinned hub environment as wheels into $(BUILD)/wheels"
 	@echo "make bench      run the benchmarks (benchmarks/README.md), results in $(BUILD)/bench"
 
@@ -55,25 +60,50 @@ wheels:
 
 # constructor is only on conda-forge, which dev machines and CI cannot reach:
 # without it, stop at once with one line rather than build something else.
+#
+# One output directory per installer and platform, build/installer/<installer>-<platform>/:
+# constructor writes fixed names there (lockfile.base.txt, pkg-list.base.txt,
+# licenses.json), so two builds into one directory would overwrite each other.
+# PLATFORM defaults to this machine's; another one is a cross build, which needs
+# CONDA_STANDALONE, a conda-standalone binary for that platform (it is embedded in the
+# installer). scripts/release.py check-build then checks what was built.
+NATIVE_PLATFORM := $(shell uname -m | sed 's/^x86_64$$/64/; s/^/linux-/')
+PLATFORM ?= $(NATIVE_PLATFORM)
+CONDA_STANDALONE ?=
+INSTALLER_NAME = barehub$(if $(FLAVOR),-$(FLAVOR))
+INSTALLER_DIR = $(BUILD)/installer/$(INSTALLER_NAME)-$(PLATFORM)
+CONSTRUCTOR_ARGS = --output-dir $(INSTALLER_DIR) --platform $(PLATFORM)$(if $(CONDA_STANDALONE), --conda-exe $(abspath $(CONDA_STANDALONE)))
 installer:
 	$(if $(shell command -v constructor 2>/dev/null),,$(error make installer: constructor is not on PATH and only conda-forge ships it - not reachable here. Get it with 'conda install -c conda-forge constructor' where conda-forge is reachable or build the installer in release CI))
+	$(if $(filter $(PLATFORM),linux-64 linux-aarch64 linux-ppc64le),,$(error make installer: PLATFORM=$(PLATFORM) is not one barehub ships (linux-64, linux-aarch64, linux-ppc64le)))
+	$(if $(or $(CONDA_STANDALONE),$(filter $(PLATFORM),$(NATIVE_PLATFORM))),,$(error make installer PLATFORM=$(PLATFORM): this machine is $(NATIVE_PLATFORM), so this is a cross build and needs CONDA_STANDALONE=<conda-standalone for $(PLATFORM)>, e.g. from 'CONDA_SUBDIR=$(PLATFORM) conda create -p DIR --no-deps conda-standalone' (DIR/standalone_conda/conda.exe)))
 	$(MAKE) channel
+	rm -rf $(INSTALLER_DIR)
+	mkdir -p $(INSTALLER_DIR)
 ifeq ($(FLAVOR),)
-	BAREHUB_CHANNEL=$(abspath $(BUILD)/channel) constructor construct/ --output-dir $(BUILD)/installer
+	BAREHUB_CHANNEL=$(abspath $(BUILD)/channel) constructor construct/ $(CONSTRUCTOR_ARGS)
 else
 	@# A flavor (flavors/$(FLAVOR).yaml, docs/flavors.md): the base definition plus the flavor's
 	@# packages and examples, rendered into $(BUILD)/flavors/$(FLAVOR)/construct.yaml.
-	@# constructor's own python has PyYAML and Jinja2, which the renderer needs.
+	@# constructor's own python has ruamel.yaml and Jinja2, which the renderer needs.
 	$$(dirname $$(command -v constructor))/python scripts/flavor.py render $(FLAVOR) --channel $(abspath $(BUILD)/channel)
-	constructor $(BUILD)/flavors/$(FLAVOR)/ --output-dir $(BUILD)/installer
+	constructor $(BUILD)/flavors/$(FLAVOR)/ $(CONSTRUCTOR_ARGS)
 endif
+	$$(dirname $$(command -v constructor))/python scripts/release.py check-build $(INSTALLER_DIR) --platform $(PLATFORM) $(if $(FLAVOR),--flavor $(FLAVOR))
+
+# Set the release version everywhere it is spelled out (scripts/bump.py set-version):
+# src/barehub/__init__.py, pyproject.toml, construct.yaml (version, default_prefix,
+# the barehub pin), recipe/recipe.yaml and the README's quick start.
+version:
+	$(if $(filter command line,$(origin VERSION)),,$(error usage: make version VERSION=YYYY.MM.N (now $(VERSION))))
+	$(SCRIPTS_PY) scripts/bump.py set-version $(VERSION)
 
 # Regenerate flavors/$(FLAVOR).pypi.lock: the flavor's pins resolved on top of construct/pypi.lock.
 .PHONY: flavor-lock
 flavor-lock:
 	$(if $(FLAVOR),,$(error usage: make flavor-lock FLAVOR=<name of a flavors/*.yaml file>))
-	@# the test venv has PyYAML (make test-deps); the lock itself is resolved with $(PY)
-	$(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PY)) scripts/flavor.py lock $(FLAVOR) --python $(PY)
+	@# scripts/flavor.py needs ruamel.yaml (the test venv has it); the lock itself is resolved with $(PY)
+	$(SCRIPTS_PY) scripts/flavor.py lock $(FLAVOR) --python $(PY)
 
 # A real self-extracting installer with constructor's options and post_install
 # contract, for tests: a venv from $(PY) with the wheels installed offline
@@ -83,9 +113,13 @@ test-installer: wheels
 	    --requirements construct/pypi.lock --requirements tests/singleuser-requirements.txt \
 	    --python $(PY) --out $(BUILD)/test-installer/barehub-$(VERSION)-Linux-x86_64.sh
 
-# Regenerate construct/pypi.lock from its `# roots:` line in a fresh venv.
-.PHONY: lock
-lock:
+# Regenerate construct/pypi.lock from its `# roots:` line in a fresh venv, then every
+# flavor's lock on top of it (scripts/bump.py propose --apply runs this).
+.PHONY: lock base-lock
+lock: base-lock
+	@for f in flavors/*.yaml; do f=$${f#flavors/}; $(MAKE) --no-print-directory flavor-lock FLAVOR=$${f%.yaml} || exit 1; done
+
+base-lock:
 	rm -rf $(BUILD)/lock-venv
 	$(PY) -m venv $(BUILD)/lock-venv
 	roots=$$(sed -n 's/^# roots: //p' construct/pypi.lock) && test -n "$$roots" \
@@ -98,7 +132,7 @@ lock:
 # $(PY) (not a pyenv python under /root: users' servers must be able to run it).
 TRY_APT_PACKAGES := python3-pip python3-venv systemd-container debootstrap zstd
 APT_PACKAGES := python3-pip python3-venv shellcheck systemd make chromium systemd-container debootstrap zstd pebble openssl sudo \
-    slurm-wlm munge wrk nginx-light
+    slurm-wlm munge wrk nginx-light strace gettext-base
 # Install missing Debian packages (as root): make apt-deps PKGS="..."
 PKGS ?= $(APT_PACKAGES)
 apt-deps:

@@ -31,7 +31,7 @@ docs/flavors.md): its lock flavors/NAME.pypi.lock is installed after the
 other requirement files, its examples land in $PREFIX/share/barehub/examples/
 and share/barehub/flavor.json records the flavor, where scripts/flavor.py
 puts them in the real installer; INSTALLER_NAME is barehub-NAME. Reading the
-flavor needs PyYAML (the test venv has it; /usr/bin/python3 may not).
+flavor needs ruamel.yaml (the test venv has it; /usr/bin/python3 may not).
 
 The header finds the payload through the marker line (so editing the header
 cannot break extraction) and checks it against the sha256 it records.
@@ -162,7 +162,7 @@ def flavor_extras(name: str, version: str) -> tuple[Path, list[tuple[str, bytes]
     try:
         import flavor
     except ImportError as e:
-        raise BuildError(f"--flavor needs scripts/flavor.py and PyYAML ({e}): run this with the test "
+        raise BuildError(f"--flavor needs scripts/flavor.py and ruamel.yaml ({e}): run this with the test "
                          "venv's python (.venv-test/bin/python, `make test-deps`)") from e
     if not flavor.flavor_file(name).is_file():
         raise BuildError(f"no flavor {name!r}: flavors/ has {flavor.flavor_names()}")
@@ -239,17 +239,20 @@ HEADER = r"""#!/bin/sh
 # barehub @VERSION@ test installer (@PLAT@), built by scripts/build_test_installer.py.
 #
 # A stand-in for the conda constructor 3.16 .sh installer, for tests: the same
-# options and the same post_install contract, but the environment is a venv
-# from @PYTHON@ into which pip installs the embedded wheels, offline.
+# options, messages, exit codes and post_install contract, but the environment
+# is a venv from @PYTHON@ into which pip installs the embedded wheels, offline.
+# Where it cannot do what constructor's does, it says so here:
+#   -t  constructor's runs the packages' conda-build tests (after installing
+#       conda-build from the network); this one runs `pip check` in the venv.
+#   -m  there are no menu shortcuts in a venv: accepted, nothing to skip.
 # The payload (a tar.@COMPRESSION@) follows the line @MARKER_NOTE@ at the end
 # of this header; its sha256 is @SHA256@.
 
 set -eu
 
-# Like constructor: no loader or conda configuration of the caller reaches the
+# Like constructor's: no loader or conda configuration of the caller reaches the
 # install or post_install.
-export OLD_LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
-unset LD_LIBRARY_PATH LD_PRELOAD CONDARC MAMBARC PYTHON_SYSCONFIGDATA_NAME _CONDA_PYTHON_SYSCONFIGDATA_NAME
+unset LD_LIBRARY_PATH LD_PRELOAD LD_AUDIT
 
 case "$0" in
     *.sh) ;;
@@ -264,6 +267,8 @@ export INSTALLER_NAME=@NAME@
 export INSTALLER_VER=@VERSION_Q@
 export INSTALLER_PLAT=@PLAT@
 export INSTALLER_TYPE="SH"
+
+unset CONDARC MAMBARC
 
 this_dir=$(dirname_=$(dirname "$0") && CDPATH='' cd -- "$dirname_" && pwd)
 this_path="$this_dir/$(basename "$0")"
@@ -284,11 +289,9 @@ batch=0
 FORCE=0
 keep_pkgs=0
 skip_scripts=0
-reinstall=0
+run_tests=0
 
-usage() {
-    cat <<EOF
-
+usage="
 usage: $0 [options]
 
 Installs ${INSTALLER_NAME} ${INSTALLER_VER} (test installer: a venv from $python_bin, installed offline)
@@ -300,60 +303,79 @@ Installs ${INSTALLER_NAME} ${INSTALLER_VER} (test installer: a venv from $python
 -k           do not clear the package cache after installation
 -p PREFIX    install prefix, defaults to $PREFIX, must not contain spaces.
 -s           skip running pre/post-link/install scripts
--u           update an existing installation (same as -f: installs over the prefix)
-EOF
-}
+-m           disable the creation of menu items / shortcuts
+-u           update an existing installation
+-t           run package tests after installation (here: pip check)
+"
 
 die() {
     printf 'ERROR: %s\n' "$*" >&2
     exit 1
 }
 
-while getopts ":bfhkp:su" opt; do
+# constructor's option letters (`bifhkp:smut` for an installer with conda in it).
+# A bad option, or -p without a value: the shell names it on stderr, then the
+# same line as constructor's on stdout, exit 1. Extra arguments are ignored.
+while getopts "bifhkp:smut" opt; do
     case "$opt" in
-        h) usage; exit 2 ;;
+        h) printf '%s\n' "$usage"; exit 2 ;;
         b) batch=1 ;;
+        i) batch=0 ;;
         f|u) FORCE=1 ;;
         k) keep_pkgs=1 ;;
         p) PREFIX=$OPTARG ;;
         s) skip_scripts=1 ;;
-        :)
-            printf "ERROR: option '-%s' needs an argument, please try -h\n" "$OPTARG" >&2
-            usage >&2
-            exit 2 ;;
-        *)
-            printf "ERROR: did not recognize option '-%s', please try -h\n" "$OPTARG" >&2
-            usage >&2
-            exit 2 ;;
+        m) ;;
+        t) run_tests=1 ;;
+        ?)
+            printf "ERROR: did not recognize option '%s', please try -h\n" "$opt"
+            exit 1 ;;
     esac
 done
-shift $((OPTIND - 1))
-if [ "$#" -gt 0 ]; then
-    printf "ERROR: unexpected argument '%s', please try -h\n" "$1" >&2
-    usage >&2
-    exit 2
-fi
 
 # For post_install.sh.
 export INSTALLER_UNATTENDED="$batch"
+
+# With -t the unpacked payload stays until the tests have run.
+clear_after_test=0
+if [ "$run_tests" = 1 ] && [ "$keep_pkgs" = 0 ]; then
+    clear_after_test=1
+    keep_pkgs=1
+fi
+
+# The prompt's answer, as constructor's expands it: a leading ~ becomes $HOME,
+# then $VARS and ${VARS} are expanded by envsubst when it is installed.
+expand_answer() {
+    case "$1" in
+        \~*) expanded="${HOME:-}${1#\~}" ;;
+        *) expanded=$1 ;;
+    esac
+    if command -v envsubst >/dev/null 2>&1; then
+        printf '%s\n' "$expanded" | envsubst
+    else
+        printf '%s\n' "$expanded"
+    fi
+}
 
 if [ "$batch" = 0 ]; then
     printf '\nWelcome to %s %s\n\n' "$INSTALLER_NAME" "$INSTALLER_VER"
     printf '%s will now be installed into this location:\n%s\n\n' "$INSTALLER_NAME" "$PREFIX"
     printf '  - Press ENTER to confirm the location\n'
     printf '  - Press CTRL-C to abort the installation\n'
-    printf '  - Or specify a different location below\n\n'
-    printf '[%s] >>> ' "$PREFIX"
+    printf '  - Or specify a different location below\n'
+    if ! command -v envsubst >/dev/null 2>&1; then
+        printf '    Note: environment variables will NOT be expanded.\n'
+    fi
+    printf '\n[%s] >>> ' "$PREFIX"
     if ! read -r user_prefix; then
         printf '\n' >&2
         die "no answer on standard input: installation aborted (use -b to install without questions)"
     fi
     if [ -n "$user_prefix" ]; then
         case "$user_prefix" in
-            \~) user_prefix=${HOME:-} ;;
-            \~/*) user_prefix="${HOME:-}/${user_prefix#\~/}" ;;
+            *\ *) die "Cannot install into directories with spaces" ;;
         esac
-        PREFIX=$user_prefix
+        PREFIX=$(expand_answer "$user_prefix")
     fi
 fi
 
@@ -362,6 +384,7 @@ case "$PREFIX" in
     *\ *) die "Cannot install into directories with spaces" ;;
 esac
 
+reinstall=0
 if [ "$FORCE" = 0 ] && [ -e "$PREFIX" ]; then
     printf "ERROR: File or directory already exists: '%s'\n" "$PREFIX" >&2
     printf 'If you want to update an existing installation, use the -u option.\n' >&2
@@ -413,26 +436,31 @@ fi
 decompressor=${decompress%% *}
 command -v "$decompressor" >/dev/null 2>&1 || die "$decompressor is needed to unpack this installer"
 
-mkdir -p "$PREFIX" || die "Could not create directory: '$PREFIX'"
+if ! mkdir -p "$PREFIX"; then
+    die "Could not create directory: '$PREFIX'."
+fi
 # pwd does not turn a leading // into /.
 PREFIX=$(CDPATH='' cd -- "$PREFIX" && pwd | sed 's@^//@/@')
-export PREFIX FORCE
+export PREFIX
 printf 'PREFIX=%s\n' "$PREFIX"
 cd "$PREFIX"
+unset PYTHON_SYSCONFIGDATA_NAME _CONDA_PYTHON_SYSCONFIGDATA_NAME
 
-# Unpacked where constructor unpacks its packages, not in /tmp: a noexec /tmp
-# could not run the hook, and a small tmpfs could not hold the wheels.
+# As constructor's: TMP points into the prefix while packages are installed;
+# the hook gets the caller's value back (empty when it had none) and TMP_BACKUP.
+export TMP_BACKUP="${TMP:-}"
+export TMP="$PREFIX/install_tmp"
+mkdir -p "$TMP"
+
+# A prefix made without root: constructor's installers mark it.
+if [ "$(id -u)" -ne 0 ]; then
+    touch "$PREFIX/.nonadmin"
+fi
+
+# Unpacked where constructor unpacks its packages. Like constructor's, it is
+# removed only at the very end of a successful install: a failing step (or a
+# failing hook) leaves $PREFIX/pkgs behind.
 pkgs="$PREFIX/pkgs"
-# shellcheck disable=SC2317  # called by the EXIT trap
-cleanup() {
-    if [ "$keep_pkgs" = 0 ]; then
-        rm -rf "$pkgs"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 printf 'Unpacking payload...\n'
 rm -rf "$pkgs"
 mkdir -p "$pkgs"
@@ -442,13 +470,20 @@ if [ ! -f "$pkgs/wheels/$barehub_wheel" ] || [ ! -f "$pkgs/post_install.sh" ]; t
     die "unpacking the payload failed"
 fi
 
-if [ -f "$PREFIX/pyvenv.cfg" ] && [ -x "$PREFIX/bin/python" ] && clean_python "$PREFIX/bin/python" -c '' 2>/dev/null; then
+msgs="$PREFIX/.messages.txt"
+touch "$msgs"
+export FORCE
+
+if [ "$reinstall" = 1 ] && [ -f "$PREFIX/pyvenv.cfg" ] && [ -x "$PREFIX/bin/python" ] \
+        && clean_python "$PREFIX/bin/python" -c '' 2>/dev/null; then
     printf 'Updating the environment (a venv from %s)...\n' "$python_bin"
 else
     printf 'Creating the environment (a venv from %s)...\n' "$python_bin"
     clean_python "$python_bin" -m venv "$PREFIX" || die "could not create a venv at $PREFIX with $python_bin"
 fi
 
+# Like constructor's `conda install --offline` of the bundled state: what is
+# installed already at the same version stays as it is (-u and -f force nothing).
 printf 'Installing base environment: %s packages, offline...\n' "$n_packages"
 set --
 for req in $requirement_files; do
@@ -457,40 +492,58 @@ done
 clean_python "$PREFIX/bin/python" -m pip install --quiet --no-index --no-cache-dir --only-binary=:all: \
     --find-links "$pkgs/wheels" "$@" "$pkgs/wheels/$barehub_wheel" \
     || die "installing the packages into $PREFIX failed"
-if [ "$reinstall" = 1 ]; then
-    # Same version, maybe other files: the update always lays barehub down again.
-    clean_python "$PREFIX/bin/python" -m pip install --quiet --no-index --no-cache-dir --no-deps \
-        --force-reinstall "$pkgs/wheels/$barehub_wheel" \
-        || die "reinstalling barehub into $PREFIX failed"
-fi
 
 # Like constructor's extra_files: in place before post_install runs.
 if [ -d "$pkgs/extra_files" ]; then
     cp -R "$pkgs/extra_files/." "$PREFIX/" || die "copying the extra files into $PREFIX failed"
 fi
 
+rm -rf "$PREFIX/install_tmp"
+export TMP="$TMP_BACKUP"
+
 if [ "$skip_scripts" = 1 ]; then
     printf 'WARNING: skipping post_install.sh by user request\n' >&2
 else
     printf 'Running post_install.sh...\n'
-    # As constructor does: run directly when it has a shebang, else with sh;
-    # cwd $PREFIX; no rollback when it fails.
-    hook_status=0
+    # As constructor's: run directly when it has a shebang, else with sh; cwd
+    # $PREFIX; no rollback when it fails, and the unpacked payload stays.
     if [ "$(head -c 2 "$pkgs/post_install.sh")" = "#!" ]; then
         chmod +x "$pkgs/post_install.sh"
-        "$pkgs/post_install.sh" || hook_status=$?
+        hook="$pkgs/post_install.sh"
     else
-        sh "$pkgs/post_install.sh" || hook_status=$?
+        hook="sh $pkgs/post_install.sh"
     fi
-    if [ "$hook_status" != 0 ]; then
+    # shellcheck disable=SC2086  # "sh PATH" when the hook has no shebang
+    if ! $hook; then
         printf 'ERROR: executing post_install.sh failed\n' >&2
         exit 1
     fi
 fi
 
+if [ -f "$msgs" ]; then
+    cat "$msgs"
+fi
+rm -f "$msgs"
+if [ "$keep_pkgs" = 0 ]; then
+    rm -rf "$pkgs"
+fi
+
 printf 'installation finished.\n'
 if [ "$batch" = 0 ]; then
     printf 'Thank you for installing %s!\n' "$INSTALLER_NAME"
+fi
+
+if [ "$run_tests" = 1 ]; then
+    printf 'INFO: Running package tests in a subshell\n'
+    failed=0
+    clean_python "$PREFIX/bin/python" -m pip check || failed=1
+    if [ "$clear_after_test" = 1 ]; then
+        rm -rf "$pkgs"
+    fi
+    if [ "$failed" != 0 ]; then
+        printf 'ERROR: 1 test failed\n' >&2
+        exit 1
+    fi
 fi
 exit 0
 """

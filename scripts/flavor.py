@@ -17,7 +17,8 @@ top of construct/pypi.lock (only those the base lock does not have).
     python scripts/flavor.py check
         checks every flavor like scripts/lockcheck.py checks the base (exit 1 on problems)
 
-Needs PyYAML and Jinja2, like lockcheck.py.
+Needs ruamel.yaml and Jinja2, like lockcheck.py: both are in constructor's own environment,
+which `make installer FLAVOR=...` runs this with, and in the test venv.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lockcheck  # noqa: E402
@@ -60,7 +59,7 @@ def lock_file(name: str) -> Path:
 
 
 def load(name: str) -> dict:
-    data = yaml.safe_load(flavor_file(name).read_text())
+    data = lockcheck.load_yaml(flavor_file(name).read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{flavor_file(name)}: not a mapping")
     data.setdefault("pypi", {})
@@ -166,6 +165,21 @@ HEADER = """\
 """
 
 
+def dump_yaml(data: dict) -> str:
+    """Block-style YAML (no flow lists, whose closing `]` would read as a selector), one line per value."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.width = 4096
+    yaml.sort_base_mapping_type_on_output = False
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
 def render(name: str, out_root: Path = OUT_DIR, environ: dict | None = None) -> Path:
     """Write out_root/<name>/construct.yaml and flavor.json; return the construct.yaml path."""
     flavor = load(name)
@@ -179,7 +193,7 @@ def render(name: str, out_root: Path = OUT_DIR, environ: dict | None = None) -> 
     (out_dir / "flavor.json").write_text(json.dumps(
         {"flavor": name, "installer": info["name"], "version": info["version"], "specs": flavor["specs"]},
         indent=1) + "\n")
-    text = HEADER.format(name=name) + yaml.safe_dump(info, sort_keys=False, default_flow_style=False, width=1000)
+    text = HEADER.format(name=name) + dump_yaml(info)
     path = out_dir / "construct.yaml"
     path.write_text(text)
     return path

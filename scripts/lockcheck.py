@@ -2,8 +2,11 @@
 and the version strings spread over the repository.
 
 Used by tests/test_construct.py and tests/test_versions.py; `python scripts/lockcheck.py`
-runs every check and prints the problems (exit 1 if any). Needs PyPI's PyYAML, and
-Jinja2 to render construct.yaml (which uses it).
+runs every check and prints the problems (exit 1 if any). Needs ruamel.yaml (the YAML
+library constructor itself loads construct.yaml with, in its round-trip mode: YAML 1.2,
+so `yes` stays a string and a repeated key is an error) and Jinja2 to render
+construct.yaml (which uses it). Both are in constructor's own environment and in the
+test venv (tests/requirements.txt).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRUCT_DIR = ROOT / "construct"
@@ -61,45 +63,97 @@ PATH_KEYS = (
     "license_file", "pre_install", "post_install", "pre_uninstall", "environment_file",
     "welcome_file", "readme_file", "conclusion_file", "nsis_template",
 )
+# Keys whose schema type is boolean, and nothing else (construct.schema.json, 3.16.3).
+BOOLEAN_KEYS = frozenset({
+    "batch_mode", "check_path_length", "check_path_spaces", "ignore_duplicate_files", "keep_pkgs",
+    "progress_notifications", "register_envs", "register_python", "write_condarc",
+})
 NAME_RE = re.compile(r"^[a-zA-Z0-9_]([a-zA-Z0-9._-]*[a-zA-Z0-9_])?$")
 
-# Selector values when building for linux-64 (CONSTRUCT.md, "Available selectors").
-LINUX_64 = {
-    "linux": True, "linux64": True, "unix": True, "x86": True, "x86_64": True,
-    "linux32": False, "armv7l": False, "aarch64": False, "ppc64le": False,
-    "s390x": False, "arm64": False, "osx": False, "win": False, "win32": False,
-    "win64": False,
-}
-# A line that ends in `[expr]`, with or without a comment before it, is a selector line.
-_SELECTOR = re.compile(r"^(?P<body>.*?)\s*(?:#.*)?\[(?P<expr>[^\[\]]+)\]\s*$")
+# The platforms barehub ships installers for (release.yml builds each).
+PLATFORMS = ("linux-64", "linux-aarch64", "linux-ppc64le")
+
+
+def selectors_for(platform: str) -> dict[str, bool]:
+    """Selector values for a target platform, as constructor's construct.ns_platform computes them."""
+    p = platform
+    return {
+        "linux": p.startswith("linux-"), "linux32": p == "linux-32", "linux64": p == "linux-64",
+        "armv7l": p == "linux-armv7l", "aarch64": p == "linux-aarch64", "ppc64le": p == "linux-ppc64le",
+        "arm64": p == "osx-arm64", "s390x": p == "linux-s390x", "x86": p.endswith(("-32", "-64")),
+        "x86_64": p.endswith("-64"), "osx": p.startswith("osx-"), "unix": p.startswith(("linux-", "osx-")),
+        "win": p.startswith("win-"), "win32": p == "win-32", "win64": p == "win-64",
+    }
+
+
+LINUX_64 = selectors_for("linux-64")
+# constructor's selector pattern (construct.py `sel_pat`, itself conda-build's): a line
+# ending in `[expr]`; when a comment precedes the brackets, text without parentheses may
+# follow them, so `key: value  # [linux] more text` is a selector line too.
+_SELECTOR = re.compile(r"(.+?)\s*(#.*)?\[([^\[\]]+)\](?(2)[^\(\)]*)$")
+
+
+def yaml_loader():
+    """The loader constructor uses (constructor/utils.py): ruamel's round-trip mode.
+    Imported here, so that the checks that read no YAML work without ruamel."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="rt")
+
+
+def plain(value):
+    """ruamel's round-trip types (CommentedMap, ScalarFloat, ...) as plain Python data."""
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    for kind in (int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
+
+
+def load_yaml(text: str):
+    return plain(yaml_loader().load(text))
+
+
+def select_lines(text: str, selectors: dict) -> str:
+    """constructor's select_lines: comment-only lines dropped, `[selector]` lines kept or dropped."""
+    kept = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.rstrip()
+        trailing_quote = line[-1] if line and line[-1] in "'\"" else ""
+        if line.lstrip().startswith("#"):
+            continue
+        match = _SELECTOR.match(line)
+        if match:
+            try:
+                # constructor evaluates with the selectors as globals (builtins included)
+                keep = eval(match[3], dict(selectors), {})
+            except Exception as exc:
+                raise ValueError(f"line {number}: invalid selector [{match[3]}]: {exc}")
+            if keep:
+                kept.append(match[1] + trailing_quote)
+        else:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
 
 
 def preprocess(text: str, environ: dict, selectors: dict = LINUX_64) -> str:
     """Return construct.yaml's text as constructor feeds it to its YAML loader.
 
     In constructor's order: drop comment-only lines, keep or drop `[selector]` lines,
-    then render with Jinja2 only if the text is not valid YAML as it stands.
+    then render with Jinja2 only if the text is not valid YAML (for ruamel) as it stands.
     """
-    kept = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.rstrip()
-        if line.lstrip().startswith("#"):
-            continue
-        match = _SELECTOR.match(line)
-        if match and match["body"].strip():
-            try:
-                keep = eval(match["expr"], {"__builtins__": {}}, dict(selectors))
-            except Exception as exc:
-                raise ValueError(f"line {number}: invalid selector [{match['expr']}]: {exc}")
-            if keep:
-                kept.append(match["body"])
-        else:
-            kept.append(line)
-    text = "\n".join(kept) + "\n"
+    from ruamel.yaml import YAMLError
+
+    text = select_lines(text, selectors)
     try:
-        yaml.safe_load(text)
+        yaml_loader().load(text)
         return text  # valid YAML: constructor does not render Jinja then
-    except yaml.YAMLError:
+    except YAMLError:
         if "{{" not in text and "{%" not in text:
             raise
     import jinja2
@@ -109,10 +163,11 @@ def preprocess(text: str, environ: dict, selectors: dict = LINUX_64) -> str:
     return env.from_string(text).render()
 
 
-def parse_construct(path: Path = CONSTRUCT_YAML, environ: dict | None = None) -> dict:
-    """Parse construct.yaml like constructor does (for linux-64) and return its mapping."""
+def parse_construct(path: Path = CONSTRUCT_YAML, environ: dict | None = None,
+                    platform: str = "linux-64") -> dict:
+    """Parse construct.yaml like constructor does (for `platform`) and return its mapping."""
     environ = dict(os.environ) if environ is None else environ
-    info = yaml.safe_load(preprocess(Path(path).read_text(), environ))
+    info = load_yaml(preprocess(Path(path).read_text(), environ, selectors_for(platform)))
     if not isinstance(info, dict):
         raise ValueError(f"{path}: not a mapping")
     if "version" in info:
@@ -156,6 +211,9 @@ def check_construct(info: dict, base_dir: Path = CONSTRUCT_DIR) -> list[str]:
     for spec in info.get("virtual_specs", []):
         if isinstance(spec, str) and not spec.startswith("__"):
             problems.append(f"virtual_specs: {spec!r} does not start with '__'")
+    for key in sorted(BOOLEAN_KEYS & set(info)):
+        if not isinstance(info[key], bool):
+            problems.append(f"{key}: {info[key]!r} is not a boolean (YAML 1.2: only true/false are)")
     if info.get("installer_type", "sh") not in INSTALLER_TYPES:
         problems.append(f"installer_type {info['installer_type']!r} is not one of {sorted(INSTALLER_TYPES)}")
     for output in info.get("build_outputs", []):
@@ -292,7 +350,7 @@ def release_versions(info: dict | None = None) -> dict[str, str | None]:
         "construct.yaml default_prefix": prefix.rsplit("/", 1)[-1] if prefix.startswith("/opt/barehub/envs/") else None,
     }
     if RECIPE_YAML.exists():
-        recipe = yaml.safe_load(RECIPE_YAML.read_text())
+        recipe = load_yaml(RECIPE_YAML.read_text())
         versions["recipe/recipe.yaml"] = str((recipe.get("context") or {}).get("version"))
     return versions
 

@@ -36,7 +36,8 @@ from typing import Callable, Iterable, Sequence
 
 SUITE = "bookworm"
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "ca-certificates",
-                 "procps", "iproute2", "sudo", "curl", "less")
+                 "procps", "iproute2", "sudo", "curl", "less",
+                 "strace")  # scripts/ci/no-network watches the offline install with it
 # Bump when _tweak_rootfs changes: it is part of the cache file's hash.
 RECIPE = 2
 MASKED_UNITS = ("console-getty.service", "container-getty@.service", "getty@.service",
@@ -458,6 +459,10 @@ class Container:
             jobs = self.exec(["systemctl", "list-jobs", "--no-legend"], check=False).stdout
             raise ContainerError(f"container {self.name}: still starting after {timeout}s; jobs:\n{jobs}") from None
         state = r.stdout.strip()
+        # systemd before 240 (Rocky 8: 239) has no `is-system-running --wait`: it answers at once
+        while state in ("initializing", "starting") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            state = self.exec(["systemctl", "is-system-running"], check=False).stdout.strip()
         if state == "running":
             return
         if state == "degraded":

@@ -117,9 +117,12 @@ def constructor_env(prefix: Path, version: str, *, installer_path: str = "", for
                     extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment constructor 3.16's .sh installer gives post_install (batch mode).
 
-    It unsets LD_LIBRARY_PATH, LD_PRELOAD and CONDARC, and sets these variables.
+    It unsets LD_LIBRARY_PATH, LD_PRELOAD, LD_AUDIT and CONDARC, gives back the caller's TMP
+    (empty when it had none) with a copy in TMP_BACKUP, and sets these variables.
     """
-    env = {k: v for k, v in os.environ.items() if k not in {"LD_LIBRARY_PATH", "LD_PRELOAD", "CONDARC"}}
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT", "CONDARC", "MAMBARC"}}
+    env["TMP"] = env["TMP_BACKUP"] = os.environ.get("TMP", "")
     env = {k: v for k, v in env.items() if not k.startswith("BAREHUB_")}
     env.update(
         PREFIX=str(prefix),

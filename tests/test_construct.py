@@ -117,3 +117,42 @@ def test_selectors_apply_and_trailing_brackets_are_selectors():
     # A flow list at the end of a line is read as a selector by constructor too.
     with pytest.raises(ValueError, match="invalid selector"):
         lockcheck.preprocess("channels: [conda-forge]\n", {})
+
+
+def test_a_selector_may_be_followed_by_text_after_a_comment():
+    """constructor's pattern (conda-build's): with a comment before the brackets, text
+    without parentheses may follow them; `key: value  # [linux] more` is a selector line."""
+    text = "a: 1  # [win] only there\nb: 2  # [linux] kept, on linux\nc: 3  # [win] (parenthesised) text\n"
+    kept = lockcheck.preprocess(text, {})
+    assert "a: 1" not in kept and "b: 2" in kept
+    # parentheses after the brackets: not a selector, so the line stays as it is
+    assert "c: 3  # [win] (parenthesised) text" in kept
+
+
+@pytest.mark.parametrize("platform, kept", [("linux-64", "x86_64"), ("linux-aarch64", "aarch64"),
+                                            ("linux-ppc64le", "ppc64le")])
+def test_selectors_follow_the_target_platform(platform, kept):
+    text = "".join(f"{arch}: 1  # [{arch}]\n" for arch in ("x86_64", "aarch64", "ppc64le"))
+    assert lockcheck.preprocess(text, {}, lockcheck.selectors_for(platform)).split() == [f"{kept}:", "1"]
+
+
+@pytest.mark.parametrize("platform", lockcheck.PLATFORMS)
+def test_construct_yaml_is_the_same_for_every_platform(platform, info):
+    assert lockcheck.parse_construct(lockcheck.CONSTRUCT_YAML, environ=MAKE_ENVIRON, platform=platform) == info
+
+
+def test_yaml_is_read_as_constructor_reads_it_with_ruamel():
+    """ruamel (YAML 1.2, round-trip) where PyYAML (YAML 1.1) would differ: `yes` is a string,
+    and a repeated key is an error instead of the last one winning silently."""
+    from ruamel.yaml import YAMLError
+
+    assert lockcheck.load_yaml("register_python: yes\n") == {"register_python": "yes"}
+    with pytest.raises(YAMLError, match="duplicate key"):
+        lockcheck.load_yaml("name: barehub\nname: other\n")
+
+
+def test_checker_rejects_a_yaml_1_1_boolean(info):
+    bad = copy.deepcopy(info)
+    bad["register_python"] = lockcheck.load_yaml("v: no\n")["v"]
+    assert any("register_python" in p and "not a boolean" in p
+               for p in lockcheck.check_construct(bad, lockcheck.CONSTRUCT_DIR))

@@ -369,6 +369,6 @@ def test_make_installer_with_a_flavor_renders_then_builds_it(tmp_path):
     lines = result.stdout.splitlines()
     render_line = next(i for i, line in enumerate(lines)
                        if f"scripts/flavor.py render slurm --channel {ROOT}/build/channel" in line)
-    build = lines.index("constructor build/flavors/slurm/ --output-dir build/installer")
+    build = lines.index("constructor build/flavors/slurm/ --output-dir build/installer/barehub-slurm-linux-64 --platform linux-64")
     assert render_line < build
     assert not [line for line in lines if "constructor construct/" in line], result.stdout

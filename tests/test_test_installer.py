@@ -38,6 +38,8 @@ V = version()
 BUILDER = REPO / "scripts" / "build_test_installer.py"
 INSTALLER = f"barehub-{V}-Linux-x86_64.sh"
 LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
+NO_NETWORK = REPO / "scripts" / "ci" / "no-network"
+SMOKE = REPO / "scripts" / "ci" / "smoke"
 
 _spec = importlib.util.spec_from_file_location("build_test_installer", BUILDER)
 builder = importlib.util.module_from_spec(_spec)
@@ -73,12 +75,17 @@ def build(out: Path, wheels: Path, *args: str) -> subprocess.CompletedProcess[st
 
 
 def run(installer: Path | str, *args: str, env: dict[str, str] | None = None, cwd: Path | str = "/",
-        stdin: str | None = None, shell: str = "bash", offline: bool = False,
+        stdin: str | None = None, shell: str = "bash", offline: bool = False, watch: bool = False,
         timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run an installer like an administrator: `bash INSTALLER ARGS` with the caller's environment."""
+    """Run an installer like an administrator: `bash INSTALLER ARGS` with the caller's environment.
+
+    watch: under scripts/ci/no-network, as release CI runs the real one (exit 3 if anything it
+    starts tries to reach the network)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("BAREHUB_", "HOOK_"))}
     full_env.update(env or {})
     cmd = [shell, str(installer), *args]
+    if watch:
+        cmd = [str(NO_NETWORK), *cmd]
     if offline:
         cmd = ["unshare", "--net", "--", *cmd]
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
@@ -149,9 +156,10 @@ def real(work, wheelhouse):
     prefix = base / "envs" / V
     offline = network_namespace_works()
     t0 = time.monotonic()
-    # A pip index in the caller's environment must not matter: the install is offline.
-    result = run(out, "-b", "-p", str(prefix), offline=offline,
-                 env={"BAREHUB_NO_START": "1", "PIP_INDEX_URL": "http://127.0.0.1:9/simple"})
+    # A pip index in the caller's environment must not matter: the install is offline, and
+    # watched by scripts/ci/no-network like release CI's install of the real installer.
+    result = run(out, "-b", "-p", str(prefix), offline=offline, watch=shutil.which("strace") is not None,
+                 env={"BAREHUB_NO_START": "1", "PIP_INDEX_URL": "http://192.0.2.1:9/simple"})
     installed = time.monotonic() - t0
     print(f"real installer: built in {built:.1f} s, installed in {installed:.1f} s (offline={offline})")
     return SimpleNamespace(installer=out, base=base, prefix=prefix, result=result, offline=offline)
@@ -162,17 +170,41 @@ def real(work, wheelhouse):
 def test_help_lists_the_flags_and_exits_2(hook_installer):
     r = run(hook_installer, "-h")
     assert r.returncode == 2, r.stderr
-    for flag in ("-b", "-f", "-h", "-k", "-p PREFIX", "-s", "-u"):
+    for flag in ("-b", "-f", "-h", "-k", "-p PREFIX", "-s", "-m", "-u", "-t"):
         assert f"\n{flag} " in r.stdout, (flag, r.stdout)
     assert f"/opt/barehub/envs/{V}" in r.stdout, "the default prefix is shown"
 
 
-@pytest.mark.parametrize("args", [["-x"], ["-b", "-p"], ["-b", "extra"]], ids=["unknown", "no-prefix-arg", "extra-arg"])
-def test_bad_usage_prints_usage_and_exits_2(hook_installer, work, args):
+@pytest.mark.parametrize("args, named", [(["-x"], "illegal option -- x"), (["-b", "-p"], "requires an argument -- p")],
+                         ids=["unknown", "no-prefix-arg"])
+def test_bad_usage_exits_1_like_constructors(hook_installer, work, args, named):
+    """constructor's getopts loop: the shell names the option on stderr, the header prints
+    `ERROR: did not recognize option '?'` on stdout (the letter getopts gives it), no usage, exit 1."""
     r = run(hook_installer, *args, cwd=work)
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    assert "ERROR:" in r.stderr and "usage:" in r.stderr
-    assert "-x" not in args or "did not recognize option '-x'" in r.stderr
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stdout == "ERROR: did not recognize option '?', please try -h\n", r.stdout
+    assert named in r.stderr and "usage:" not in r.stdout + r.stderr
+
+
+def test_extra_arguments_are_ignored(hook_installer, work):
+    prefix = work / "h-extra" / "envs" / V
+    out = work / "h-extra-hook"
+    r = run(hook_installer, "-b", "-p", str(prefix), "extra", "-z", env={"HOOK_OUT": str(out)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert hook_record(out).env["PREFIX"] == str(prefix)
+
+
+def test_i_m_and_t_are_accepted(hook_installer, work):
+    """-i undoes -b (the prompt is asked), -m has no shortcuts to skip, -t runs the stand-in tests."""
+    prefix = work / "h-imt" / "envs" / V
+    out = work / "h-imt-hook"
+    r = run(hook_installer, "-b", "-i", "-m", "-t", "-p", str(prefix), stdin="\n", env={"HOOK_OUT": str(out)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"[{prefix}] >>> " in r.stdout, "-i after -b: interactive again"
+    assert hook_record(out).env["INSTALLER_UNATTENDED"] == "0"
+    assert "INFO: Running package tests in a subshell" in r.stdout
+    assert r.stdout.index("installation finished.") < r.stdout.index("INFO: Running package tests")
+    assert not (prefix / "pkgs").exists(), "-t without -k clears the package cache after the tests"
 
 
 def test_header_is_posix_sh_and_shellcheck_clean(hook_installer, work):
@@ -273,7 +305,31 @@ def test_real_install_puts_the_hub_env_in_place_and_runs_post_install(real):
 def test_install_needs_no_network(real):
     if not real.offline:
         pytest.skip("`unshare --net` is not available here: the install ran with the host's network")
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed (`make test-deps` installs it): the install was not watched")
     assert real.result.returncode == 0, real.result.stderr
+    assert "no-network: bash made no attempt to reach the network" in real.result.stdout
+
+
+def test_no_network_catches_what_tries_to_reach_the_network(work, wheelhouse):
+    """The watcher itself: a hook that tries an outside address (and carries on when that
+    fails, as miniforge#883's downloads did) fails the install; loopback does not."""
+    if shutil.which("strace") is None or not network_namespace_works():
+        pytest.skip("needs strace and `unshare --net` (`make test-deps` installs strace)")
+    for target, expected in (("192.0.2.1/80", 3), ("127.0.0.1/9", 0)):
+        hook = work / f"net-hook-{expected}.sh"
+        hook.write_text(f"#!/bin/bash\n(exec 3<>/dev/tcp/{target}) 2>/dev/null || true\n")
+        installer = work / f"net-{expected}" / INSTALLER
+        reqs = work / "net-requirements.txt"
+        reqs.write_text("# nothing beyond barehub's own dependencies\n")
+        r = build(installer, wheelhouse, "--requirements", str(reqs), "--post-install", str(hook))
+        assert r.returncode == 0, r.stderr
+        r = run(installer, "-b", "-p", str(work / f"net-{expected}-prefix" / "envs" / V), offline=True, watch=True)
+        assert r.returncode == expected, r.stdout + r.stderr
+        if expected:
+            assert re.search(r"connect to 192\.0\.2\.1:80 by \S+/pkgs/post_install\.sh", r.stderr), r.stderr
+        else:
+            assert "made no attempt to reach the network" in r.stdout
 
 
 def test_existing_prefix_without_f_or_u_is_refused(real):
@@ -302,13 +358,29 @@ def test_update_with_u_installs_over_the_prefix_and_keeps_admin_files(real):
     assert os.access(real.prefix / "bin/jupyterhub", os.X_OK)
 
 
+def test_smoke_script_starts_proxy_and_hub_from_the_units(real):
+    """scripts/ci/smoke, release CI's test where systemd cannot run (ppc64le under QEMU), on this
+    install: the units' own commands, the hub answering through the proxy, in a network namespace
+    with only lo (the default ports 80 and 8099 are free there)."""
+    if not network_namespace_works():
+        pytest.skip("`unshare --net` is not available here")
+    assert real.result.returncode == 0
+    r = subprocess.run(["unshare", "--net", "--", "bash", "-c", 'ip link set lo up && exec "$0" "$@"',
+                        str(SMOKE), str(real.base)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "SMOKE_TIMEOUT": "120"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "/hub/api/ answers through the proxy" in r.stdout
+    assert "render-proxy" in r.stdout, "the proxy's ExecStartPre ran first"
+
+
 # --- post_install's contract (stand-in hook) ---------------------------------------------
 
 def test_post_install_gets_constructors_environment_and_cwd(hook_installer, work):
     prefix = work / "h-env" / "envs" / V
     out = work / "h-env-hook"
     caller = {"HOOK_OUT": str(out), "BAREHUB_BASE": str(work / "h-env-base"), "BAREHUB_NO_START": "1",
-              "LD_LIBRARY_PATH": "/nonexistent/lib", "CONDARC": "/nonexistent/condarc"}
+              "LD_LIBRARY_PATH": "/nonexistent/lib", "CONDARC": "/nonexistent/condarc",
+              "LD_AUDIT": "/nonexistent/audit.so", "TMP": "/caller/tmp"}
     if LIBC.exists():
         caller["LD_PRELOAD"] = str(LIBC)
     # Started by a relative path from the installer's directory: INSTALLER_PATH is still absolute.
@@ -320,7 +392,8 @@ def test_post_install_gets_constructors_environment_and_cwd(hook_installer, work
     keys = ["PREFIX", "INSTALLER_NAME", "INSTALLER_VER", "INSTALLER_PLAT", "INSTALLER_TYPE", "INSTALLER_PATH",
             "INSTALLER_UNATTENDED", "FORCE", "BAREHUB_BASE", "BAREHUB_NO_START", "HOOK_OUT"]
     assert {k: rec.env.get(k) for k in keys} == {k: expected[k] for k in keys}
-    for unset in ("LD_LIBRARY_PATH", "LD_PRELOAD", "CONDARC"):
+    assert rec.env["TMP"] == rec.env["TMP_BACKUP"] == "/caller/tmp", "the caller's TMP, given back"
+    for unset in ("LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT", "CONDARC", "OLD_LD_LIBRARY_PATH"):
         assert unset not in rec.env, unset
     for internal in ("python_bin", "pkgs", "batch", "keep_pkgs", "reinstall"):
         assert internal not in rec.env, internal
@@ -328,11 +401,23 @@ def test_post_install_gets_constructors_environment_and_cwd(hook_installer, work
     assert rec.python == V, "the environment is in place before post_install"
     assert not (prefix / "pkgs").exists()
 
-    # Again over the same prefix: -f and -u both set FORCE=1 (and -u needs no -f).
+    # Without TMP in the caller's environment, the hook gets both, empty (constructor's does).
+    r = run(hook_installer, "-b", "-f", "-p", str(prefix), env={k: v for k, v in caller.items() if k != "TMP"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert hook_record(out).env.get("TMP") == hook_record(out).env.get("TMP_BACKUP") == ""
+
+    # Again over the same prefix: -f and -u both set FORCE=1 (and -u needs no -f), and
+    # install the same packages again without forcing anything: a file added to the
+    # installed barehub package survives, as it would under constructor's
+    # `conda install --offline` of the same explicit state.
+    site = Path(subprocess.run([str(prefix / "bin/python"), "-c", "import barehub, os; print(os.path.dirname(barehub.__file__))"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "local-marker").write_text("kept\n")
     for flag in ("-f", "-u"):
         r = run(hook_installer, "-b", flag, "-p", str(prefix), env=caller)
         assert r.returncode == 0, r.stdout + r.stderr
         assert hook_record(out).env["FORCE"] == "1", flag
+        assert (site / "local-marker").read_text() == "kept\n", f"{flag} reinstalled barehub"
 
 
 def test_interactive_install_asks_for_the_location(hook_installer, work):
@@ -352,6 +437,19 @@ def test_interactive_install_asks_for_the_location(hook_installer, work):
     r = run(hook_installer, "-p", str(offered), stdin="")
     assert r.returncode == 1 and "no answer" in r.stderr
     assert not offered.exists()
+
+    # $VARS in the answer are expanded (envsubst), and a leading ~ is $HOME, as constructor's does.
+    if shutil.which("envsubst") is None:
+        pytest.skip("envsubst is not installed (gettext-base): constructor's header expands $VARS only with it")
+    home = work / "h-home"
+    home.mkdir()
+    r = run(hook_installer, "-p", str(offered), stdin="$BAREHUB_T_TOP/vars/envs/$BAREHUB_T_V\n",
+            env={"HOOK_OUT": str(out), "BAREHUB_T_TOP": str(work / "h-typed"), "BAREHUB_T_V": V})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert hook_record(out).env["PREFIX"] == str(work / "h-typed" / "vars" / "envs" / V)
+    r = run(hook_installer, "-p", str(offered), stdin=f"~/envs/{V}\n", env={"HOOK_OUT": str(out), "HOME": str(home)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert hook_record(out).env["PREFIX"] == str(home / "envs" / V)
 
 
 def test_skip_scripts_and_keep_pkgs(hook_installer, work):
@@ -376,7 +474,7 @@ def test_failing_post_install_exits_1_without_rollback(hook_installer, work):
     assert r.stderr.rstrip().endswith("ERROR: executing post_install.sh failed")
     assert "installation finished." not in r.stdout
     assert (prefix / "bin" / "python").exists(), "nothing is rolled back"
-    assert not (prefix / "pkgs").exists()
+    assert (prefix / "pkgs" / "post_install.sh").is_file(), "the unpacked payload stays, as with constructor's"
 
 
 def test_edited_header_relative_prefix_and_any_cwd(hook_installer, work):

@@ -6,6 +6,16 @@
 
 The rootfs tarball is built once per machine (~2 min) and cached outside the repo
 (see tests/container.py); every container is destroyed at teardown.
+
+The same tests run in release CI against the real installers (.github/workflows/release.yml),
+chosen by environment variables; unset, they use what `make test` builds here:
+
+    BAREHUB_INSTALLER=PATH           the installer under test (default: the test installer)
+    BAREHUB_PREVIOUS_INSTALLER=PATH  the release test_upgrade.py upgrades from (default: this
+                                     checkout's test installer, upgraded to a next one built here)
+    BAREHUB_ROOTFS=PATH              a rootfs tarball (.tar.zst) with systemd to boot instead of
+                                     the Debian one (scripts/ci/rootfs makes Rocky Linux 8/9 and
+                                     Ubuntu 24.04 ones)
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ from pathlib import Path
 import pytest
 
 import container as ct
+
+ROOTFS_ENV = "BAREHUB_ROOTFS"  # a rootfs tarball to boot instead of the Debian one
 
 _serial = itertools.count(1)
 
@@ -43,6 +55,12 @@ def rootfs(request) -> Path:
             print(f"\nskipping systemd-nspawn tests: {reason}")
             pytest.skip(reason)
         ct.reap_stale()
+        given = os.environ.get(ROOTFS_ENV)
+        if given:
+            if not Path(given).is_file():
+                raise pytest.UsageError(f"{ROOTFS_ENV}={given}: no such file")
+            print(f"\nsystem tests boot {given} ({ROOTFS_ENV})")
+            return Path(given).resolve()
         return ct.build_rootfs()
 
 

@@ -27,6 +27,7 @@ import pytest
 
 from helpers import REPO, report, version, wait_for
 from probes import read_results
+from system import installers
 from system.test_systemd import TOKEN, Hub as SystemdHub  # TOKEN: the driver service's, which Hub sends
 
 FLAVOR = "systemdspawner"
@@ -41,7 +42,9 @@ DRIVER_CONFIG = (
     'c.JupyterHub.load_roles = [{"name": "driver", "services": ["driver"],\n'
     '    "scopes": ["admin:users", "admin:servers", "tokens", "list:users"]}]\n'
 )
-INSTALLER = f"/root/barehub-{FLAVOR}-{version()}-Linux-x86_64.sh"
+# the flavor's test installer, or in release CI the real one (BAREHUB_INSTALLER, tests/system/conftest.py)
+INSTALLER = installers.container_path(installers.given()) if installers.given() else \
+    f"/root/barehub-{FLAVOR}-{version()}-Linux-x86_64.sh"
 EXAMPLE = f"{BASE}/hub/share/barehub/examples/40-{FLAVOR}.py.example"
 PROBES = REPO / "tests" / "probes.py"
 # What an admin runs to enable the example: uncomment lines where "#" is directly
@@ -66,6 +69,11 @@ def installer_inputs() -> str:
 @pytest.fixture(scope="module")
 def installer_file() -> Path:
     """The flavor's test installer; `make wheels` and the build run only when an input changed."""
+    given = installers.given()
+    if given is not None:
+        if installers.flavor_of(given) != FLAVOR:
+            raise pytest.UsageError(f"{installers.INSTALLER_ENV}={given}: these tests need the {FLAVOR} flavor's installer")
+        return given
     out = REPO / "build" / "test-installer" / Path(INSTALLER).name
     stamp = out.with_name(out.name + ".inputs")
     digest = installer_inputs()

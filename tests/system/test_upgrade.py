@@ -2,7 +2,8 @@
 
 Two releases of the test installer: this checkout's version, and the next one
 (NEXT), built from a copy of the sources with the version bumped and the hub
-unit's template changed. In order: install the first; a user with a running
+unit's template changed. In release CI, the previous GitHub release's installer
+(BAREHUB_PREVIOUS_INSTALLER) and this release's (BAREHUB_INSTALLER) instead. In order: install the first; a user with a running
 server, API tokens and config.d files; upgrade while probes request the user's
 server every 0.25 s (no failures: the proxy's configuration is the same, so
 traefik is not restarted); rollback; an upgrade that a config.d file makes
@@ -21,19 +22,36 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, version, wait_for
+from system import installers
 from system.test_systemd import DRIVER_CONFIG, USER, Hub, Probes, assert_no_failures
 
+
+def _next_month(v: str) -> str:
+    year, month, _ = (int(x) for x in v.split("."))
+    return f"{year + month // 12}.{month % 12 + 1}.0"
+
+
 BASE = "/opt/barehub"
-FIRST = version()
-NEXT = "2026.12.0"
-MARKER = f"BAREHUB_TEST_RELEASE={NEXT}"  # only NEXT's hub unit template has it
+# Real installers (release CI): the previous release, then this one; else two built here.
+GIVEN = (installers.given(installers.PREVIOUS_ENV), installers.given())
+if (GIVEN[0] is None) != (GIVEN[1] is None):
+    raise pytest.UsageError(f"set both {installers.PREVIOUS_ENV} and {installers.INSTALLER_ENV}, or neither")
+REAL = GIVEN[0] is not None
+FIRST = installers.version_of(GIVEN[0]) if REAL else version()
+NEXT = installers.version_of(GIVEN[1]) if REAL else _next_month(FIRST)
+MARKER = f"BAREHUB_TEST_RELEASE={NEXT}"  # only the NEXT built here has it in its hub unit template
+# the jupyterhub NEXT's environment has (this checkout's pin)
+JUPYTERHUB = re.search(r"^jupyterhub==(\S+)$", (REPO / "construct" / "pypi.lock").read_text(), re.M).group(1)
 WHEELS = REPO / "build" / "wheels"
 OUT = REPO / "build" / "test-installer"
 SITE_PKG = "sitepkg_demo"  # a site addition: only in the first release's env
 
 
+_INSIDE: dict[str, str] = {}  # version -> the installer's path in the container
+
+
 def installer(v: str) -> str:
-    return f"/root/barehub-{v}-Linux-x86_64.sh"
+    return _INSIDE[v]
 
 
 def build_next_release(tmp: Path) -> Path:
@@ -69,7 +87,13 @@ def build_next_release(tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def installers(tmp_path_factory) -> tuple[Path, Path]:
+def release_installers(tmp_path_factory) -> tuple[Path, Path]:
+    if REAL:
+        first, nxt = GIVEN
+        if installers.flavor_of(first) != installers.flavor_of(nxt):
+            raise pytest.UsageError(f"{first.name} and {nxt.name} are not the same installer")
+        print(f"upgrade from {first.name} to {nxt.name}")
+        return first, nxt
     t0 = time.monotonic()
     subprocess.run(["make", "-C", str(REPO), "--no-print-directory", "test-installer"], check=True)
     first = OUT / f"barehub-{FIRST}-Linux-x86_64.sh"
@@ -79,10 +103,11 @@ def installers(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def ct(container_factory, installers):
+def ct(container_factory, release_installers):
     c = container_factory("bh-upg", private_network=True)
-    for path in installers:
+    for v, path in zip((FIRST, NEXT), release_installers):
         c.push(path, "/root")
+        _INSIDE[v] = installers.container_path(path)
     c.exec(["useradd", "--create-home", "--shell", "/bin/bash", USER])
     return c
 
@@ -111,6 +136,10 @@ def admin_files(ct) -> str:
 
 def hub_environment(hub: Hub) -> str:
     return hub.systemctl("show", "-p", "Environment", "--value", "jupyterhub").stdout
+
+
+def hub_description(hub: Hub) -> str:
+    return hub.systemctl("show", "-p", "Description", "--value", "jupyterhub").stdout.strip()
 
 
 def assert_intact(hub: Hub, before: dict) -> None:
@@ -150,6 +179,7 @@ def test_upgrade_under_load_keeps_everything(ct, hub, before, tmp_path):
     proxy_pid = hub.main_pid("jupyterhub-proxy.service")
     hub_pid = hub.main_pid("jupyterhub.service")
     assert MARKER not in hub_environment(hub)
+    assert hub_description(hub) == f"JupyterHub (barehub {FIRST})"
     probes = Probes(hub, tmp_path, before["user_token"])
     r = run_installer(ct, NEXT)
     wait_for(hub.up, 60, what="hub API after the upgrade")
@@ -166,10 +196,12 @@ def test_upgrade_under_load_keeps_everything(ct, hub, before, tmp_path):
     assert active(ct) == f"envs/{NEXT}"
     assert hub.main_pid("jupyterhub-proxy.service") == proxy_pid, "the proxy's configuration is unchanged"
     assert hub.main_pid("jupyterhub.service") != hub_pid
-    # the new template is in effect: in the unit systemd loaded, and in the running hub
-    assert MARKER in hub_environment(hub)
-    environ = ct.exec(["cat", f"/proc/{hub.main_pid('jupyterhub.service')}/environ"]).stdout.split("\0")
-    assert MARKER in environ
+    # the new release's unit is the one systemd loaded
+    assert hub_description(hub) == f"JupyterHub (barehub {NEXT})"
+    if not REAL:  # and the template changed here is in effect, in the unit and in the running hub
+        assert MARKER in hub_environment(hub)
+        environ = ct.exec(["cat", f"/proc/{hub.main_pid('jupyterhub.service')}/environ"]).stdout.split("\0")
+        assert MARKER in environ
     assert f"barehub {NEXT}" in ct.exec([f"{BASE}/hub/bin/barehub", "--version"]).stdout
     assert_intact(hub, before)
     backup = ct.exec(["sh", "-c", f"stat -c '%a %n' {BASE}/state/backups/jupyterhub.sqlite.{FIRST}-to-{NEXT}.*"]).stdout
@@ -191,6 +223,7 @@ def test_rollback_keeps_everything(ct, hub, before, tmp_path):
     assert_no_failures(probes.finish(), "rollback")
     assert active(ct) == f"envs/{FIRST}"
     assert MARKER not in hub_environment(hub)
+    assert hub_description(hub) == f"JupyterHub (barehub {FIRST})"
     assert hub.main_pid("jupyterhub-proxy.service") == proxy_pid
     assert f"barehub {FIRST}" in ct.exec([f"{BASE}/hub/bin/barehub", "--version"]).stdout
     assert_intact(hub, before)
@@ -297,4 +330,4 @@ def test_prune_and_env_export(ct):
     assert ct.exec(["test", "-d", f"{BASE}/envs/{FIRST}"], check=False).returncode == 0
     out = ct.exec([f"{BASE}/hub/bin/barehub", "env", "export"]).stdout
     assert out.startswith(f"# barehub {NEXT}: environment {BASE}/envs/{NEXT}")
-    assert re.search(r"^jupyterhub==6\.1\.1$", out, re.M) and re.search(rf"^barehub=={NEXT}$", out, re.M)
+    assert re.search(rf"^jupyterhub=={re.escape(JUPYTERHUB)}$", out, re.M) and re.search(rf"^barehub=={NEXT}$", out, re.M)
