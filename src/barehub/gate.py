@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import shutil
-import sqlite3
 import sys
 import tempfile
 import traceback
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
-from barehub import hubconfig, proxy, settings as settings_mod, tls
+from barehub import hubconfig, proxy, render, settings as settings_mod, tls
 from barehub.layout import Layout
 from barehub.settings import Settings
 
@@ -645,7 +644,7 @@ class HubCheck:
                                     "roles were checked against a new, empty database, not the live one",
                                     "run `barehub check` as root or as the hub's user for the full check")
             if live.exists():
-                _copy_sqlite(live, copy)
+                render.sqlite_copy(live, copy)
             elif live != self.layout.db_file and not live.parent.is_dir():  # state/ is made by install
                 raise ValueError(f"the database's directory {live.parent} does not exist (db_url {url!r})")
             app.db_url = f"sqlite:///{copy}"
@@ -780,19 +779,6 @@ def url_problem(value: str) -> str:
     if port is None and u.netloc.rsplit("]", 1)[-1].count(":") and not u.netloc.endswith("]"):
         return "has an empty port"
     return ""
-
-
-def _copy_sqlite(src: Path, dst: Path) -> None:
-    """A consistent copy through sqlite's backup API, reading the live file only."""
-    s = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
-    try:
-        d = sqlite3.connect(dst)
-        try:
-            s.backup(d)
-        finally:
-            d.close()
-    finally:
-        s.close()
 
 
 @contextmanager

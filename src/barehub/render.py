@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 import tempfile
 from importlib.resources import files
 from pathlib import Path
@@ -74,3 +75,16 @@ def ensure_secret(path: Path, nbytes: int = 32) -> bool:
         return False
     write_atomic(path, secrets.token_hex(nbytes) + "\n", mode=0o600)
     return True
+
+
+def sqlite_copy(src: Path, dst: Path) -> None:
+    """A consistent copy of a sqlite database through sqlite's backup API, opening src read-only."""
+    s = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    try:
+        d = sqlite3.connect(dst)
+        try:
+            s.backup(d)
+        finally:
+            d.close()
+    finally:
+        s.close()

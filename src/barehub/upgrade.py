@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -101,15 +100,7 @@ def copy_db(src: Path, dst: Path) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
     try:
-        s = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
-        try:
-            d = sqlite3.connect(tmp)
-            try:
-                s.backup(d)
-            finally:
-                d.close()
-        finally:
-            s.close()
+        render.sqlite_copy(src, tmp)
         os.chmod(tmp, 0o600)
         os.replace(tmp, dst)
     except BaseException:
