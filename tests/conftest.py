@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,57 @@ from helpers import REPO
 WHEELS = REPO / "build" / "wheels"
 LOCK = REPO / "construct" / "pypi.lock"
 SINGLEUSER = REPO / "tests" / "singleuser-requirements.txt"
+
+
+# What a test may start: each must be gone when its module ends.
+_SERVICES = re.compile(rb"jupyterhub|traefik|idle.culler|slurmctld|slurmd|munged|pebble|chromium|nginx")
+
+
+def _started_here() -> dict[int, str]:
+    """Hub, proxy, culler, Slurm, ACME, browser and nginx processes in this pid namespace
+    (not those inside a container), other than this pytest and its parents."""
+    mine = os.readlink("/proc/self/ns/pid")
+    ancestors, pid = set(), os.getpid()
+    while pid > 1:
+        ancestors.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in ancestors:
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != mine:
+                continue
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline and _SERVICES.search(cmdline):
+            found[int(entry)] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def leaves_nothing_running(request):
+    """A test module leaves no hub, proxy, culler or other service running after it."""
+    before = set(_started_here())
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        left = {pid: cmd for pid, cmd in _started_here().items() if pid not in before}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if left:
+        pytest.fail(f"{request.module.__name__} left these running (killed now):\n"
+                    + "\n".join(f"  {pid}: {cmd[:300]}" for pid, cmd in sorted(left.items())), pytrace=False)
 
 
 def require_root():
