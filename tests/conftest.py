@@ -24,6 +24,7 @@ SINGLEUSER = REPO / "tests" / "singleuser-requirements.txt"
 
 # What a test may start: each must be gone when its module ends.
 _SERVICES = re.compile(rb"jupyterhub|traefik|idle.culler|slurmctld|slurmd|munged|pebble|chromium|nginx")
+_NOT_SERVICES = {b"flock", b"make", b"timeout", b"git", b"grep", b"pgrep"}
 
 
 def _started_here() -> dict[int, str]:
@@ -47,7 +48,10 @@ def _started_here() -> dict[int, str]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        if cmdline and _SERVICES.search(cmdline):
+        argv = cmdline.split(b"\0")
+        if os.path.basename(argv[0]) in _NOT_SERVICES or any(b"pytest" in a for a in argv):
+            continue  # another test run, or one waiting for the tests' lock
+        if _SERVICES.search(cmdline):
             found[int(entry)] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
     return found
 
