@@ -25,6 +25,12 @@ SINGLEUSER = REPO / "tests" / "singleuser-requirements.txt"
 # What a test may start: each must be gone when its module ends.
 _SERVICES = re.compile(rb"jupyterhub|traefik|idle.culler|slurmctld|slurmd|munged|pebble|chromium|nginx")
 _NOT_SERVICES = {b"flock", b"make", b"timeout", b"git", b"grep", b"pgrep"}
+# Every process this run starts inherits this marker (unless a test gives it a clean
+# environment). With BAREHUB_TEST_LEAKS=own, only marked processes count, so that test
+# runs sharing one machine never kill each other's hubs; CI runs strict (the default).
+_RUN_MARK = f"BAREHUB_TEST_RUN={os.getpid()}-{time.time_ns()}".encode()
+os.environ["BAREHUB_TEST_RUN"] = _RUN_MARK.split(b"=", 1)[1].decode()
+_OWN_ONLY = os.environ.get("BAREHUB_TEST_LEAKS") == "own"
 
 
 def _started_here() -> dict[int, str]:
@@ -51,8 +57,15 @@ def _started_here() -> dict[int, str]:
         argv = cmdline.split(b"\0")
         if os.path.basename(argv[0]) in _NOT_SERVICES or any(b"pytest" in a for a in argv):
             continue  # another test run, or one waiting for the tests' lock
-        if _SERVICES.search(cmdline):
-            found[int(entry)] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+        if not _SERVICES.search(cmdline):
+            continue
+        if _OWN_ONLY:
+            try:
+                if _RUN_MARK not in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    continue
+            except OSError:
+                continue
+        found[int(entry)] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
     return found
 
 
