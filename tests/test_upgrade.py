@@ -178,7 +178,7 @@ def test_upgrade_installs_beside_switches_and_keeps_everything(old_base):
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     assert stat.S_IMODE(backup.parent.stat().st_mode) == 0o700
     assert users(backup) == ["alice"]
-    (rec,) = json.loads((base / "state" / "upgrades.json").read_text())
+    (rec,) = json.loads((base / "records" / "upgrades.json").read_text())
     assert rec["from"] == OLD and rec["to"] == NEW and rec["backup"] == str(backup)
     assert rec["from_env"] == str(base / "envs" / OLD) and rec["to_env"] == str(base / "envs" / NEW)
     # the proxy's rendered files carry no version: byte-identical, so the proxy is left alone
@@ -197,7 +197,7 @@ def test_upgrade_installs_beside_switches_and_keeps_everything(old_base):
     r = barehub("install", "--base", str(base), "--prefix", str(base / "hub"), "--no-start")
     assert r.returncode == 0 and "barehub upgrade" not in r.stdout, r.stderr
     assert link(base) == f"envs/{NEW}"
-    assert len(json.loads((base / "state" / "upgrades.json").read_text())) == 1
+    assert len(json.loads((base / "records" / "upgrades.json").read_text())) == 1
     assert len(list((base / "state" / "backups").iterdir())) == 1
 
 
@@ -279,7 +279,7 @@ def test_rollback_restores_env_and_db(old_base):
     assert users(base / "state" / "jupyterhub.sqlite") == ["alice"]
     kept = [p for p in (base / "state" / "backups").iterdir() if ".pre-rollback-" in p.name]
     assert len(kept) == 1 and users(kept[0]) == ["bob"] and stat.S_IMODE(kept[0].stat().st_mode) == 0o600
-    (rec,) = json.loads((base / "state" / "upgrades.json").read_text())
+    (rec,) = json.loads((base / "records" / "upgrades.json").read_text())
     assert rec["rolled_back"]
     assert (base / "jupyterhub_config.d" / "10-site.py").exists()
     # nothing left to roll back

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 import barehub
-from barehub import envs, gate, hubconfig, proxy, settings, systemd, upgrade
-from barehub.install import Context, InstallError, install, proxy_changes, render_units, write_proxy_files
+from barehub import envs, gate, hubconfig, proxy, safefs, settings, systemd, upgrade
+from barehub.install import (Context, InstallError, check_base, install, proxy_changes, render_units,
+                             write_proxy_files)
 from barehub.layout import HUB_UNIT, PROXY_UNIT, Layout, NotABase
 
 
@@ -32,6 +33,7 @@ def default_base(environ: os._Environ[str] | dict[str, str], prefix: str) -> Pat
 def cmd_install(args: argparse.Namespace) -> int:
     """A first install, a repair (the active release again), or an upgrade (a newer one beside it)."""
     layout = Layout.at(args.base)
+    check_base(layout)  # before anything in it is read or run
     prefix = Path(args.prefix).absolute()
     if prefix == layout.hub_link and envs.active_env(layout):
         # `hub/bin/barehub install`: sys.prefix is the link itself; use the env it names
@@ -89,6 +91,7 @@ def pending(layout: Layout, s: settings.Settings) -> list[str]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     layout = Layout.at(args.base)
+    check_base(layout)
     if not layout.looks_like_base():
         print(f"error: {layout.base} is not a barehub base (no barehub.toml). Pass --base.", file=sys.stderr)
         return 2
@@ -104,6 +107,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_render_proxy(args: argparse.Namespace) -> int:
     """Run by jupyterhub-proxy.service before traefik starts (as root): apply barehub.toml."""
     layout = Layout.at(args.base)
+    check_base(layout)
     keep = (f"traefik keeps its last good configuration ({layout.traefik_toml}). Fix barehub.toml, "
             "check it with `barehub check`, then `systemctl restart jupyterhub-proxy`.")
     # The proxy's part of the gate: barehub.toml and the files it names (the hub's part is
@@ -120,6 +124,9 @@ def cmd_render_proxy(args: argparse.Namespace) -> int:
     ctx = Context(layout, s, Path(sys.prefix))
     try:
         written = write_proxy_files(ctx)
+    except safefs.UnsafePath as e:
+        print(f"error: {e}\n{keep}", file=sys.stderr)
+        return 1
     except OSError as e:  # e.g. a read-only mount in the unit's sandbox
         print(f"error: cannot write {e.filename or layout.proxy_state}: {e.strerror or e}. "
               f"render-proxy must run as root with {layout.generated}/ and {layout.proxy_state}/ writable "
@@ -216,6 +223,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 def _base_or_error(args: argparse.Namespace) -> Layout:
     layout = Layout.at(args.base)
+    check_base(layout)
     if not layout.looks_like_base():
         raise NotABase(f"{layout.base} is not a barehub base (no barehub.toml). Pass --base.")
     return layout
@@ -311,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (InstallError, NotABase, settings.SettingsError, systemd.SystemdError, upgrade.UpgradeError,
-            envs.LinkError, gate.GateError) as e:
+            envs.LinkError, gate.GateError, safefs.UnsafePath) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except hubconfig.ConfigDError as e:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
-from barehub import hubconfig, proxy, render, settings as settings_mod, tls
+from barehub import hubconfig, proxy, render, safefs, settings as settings_mod, tls
 from barehub.layout import Layout
 from barehub.settings import Settings
 
@@ -511,7 +511,11 @@ class HubCheck:
             api_password = "not-yet-created"  # a first install: written before the hub starts
         hubconfig.base_config(self.layout, c, current=self.s, api_password=api_password)
         self.prov.record(c, Provenance.BASE)
-        files = hubconfig.config_d_files(self.layout)
+        try:
+            files = hubconfig.config_d_files(self.layout)
+        except safefs.UnsafePath as e:
+            self.report.problem("", str(e))
+            return None
         self.report.files = len(files)
         for path in files:
             try:

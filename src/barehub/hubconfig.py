@@ -12,11 +12,12 @@ from __future__ import annotations
 import atexit
 import gc
 import json
+import os
 import traceback
 from pathlib import Path
 from typing import Any
 
-from barehub import proxy, render, settings
+from barehub import proxy, render, safefs, settings
 from barehub.layout import Layout
 
 
@@ -33,9 +34,22 @@ class ConfigDError(Exception):
 
 
 def config_d_files(layout: Layout) -> list[Path]:
+    """The config.d files, in the order they run.
+
+    As root (the gate of a root-run command, or a hub running as root), the
+    directory and every file must be changeable by root only: otherwise
+    barehub.safefs.UnsafePath names the path, its owner and mode, and the fix.
+    """
     if not layout.config_d.is_dir():
         return []
-    return sorted(p for p in layout.config_d.iterdir() if p.suffix == ".py" and p.is_file())
+    root = os.geteuid() == 0
+    if root:
+        safefs.check_trusted(layout.config_d, "jupyterhub_config.d/, whose files root runs", link_ok=True)
+    files = sorted(p for p in layout.config_d.iterdir() if p.suffix == ".py" and p.is_file())
+    if root:
+        for p in files:
+            safefs.check_trusted(p, "a jupyterhub_config.d file root runs", link_ok=True)
+    return files
 
 
 def _failing_line(path: Path, exc: BaseException) -> int | None:

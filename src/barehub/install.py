@@ -7,19 +7,22 @@ Everything that can be validated is validated before the first change.
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import os
 import pwd
+import secrets
 import shutil
 import socket
+import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
 import barehub
-from barehub import envs, gate, proxy, render, settings, systemd
+from barehub import envs, gate, proxy, render, safefs, settings, systemd
 from barehub.layout import HUB_UNIT, PROXY_UNIT, Layout
 
 
@@ -165,22 +168,25 @@ def write_proxy_files(ctx: Context) -> dict[Path, bool]:
     traefik.toml only refers to them, and the order keeps a running traefik
     from watching a rules file that names missing files.
     """
-    proxy_user = ctx.settings["proxy.user"]
+    base = ctx.layout.base
+    proxy_gid = group_id(ctx.settings["proxy.user"])
     changed = {}
     for path, (text, mode) in proxy_files(ctx).items():
+        # The rules directory belongs to the hub's user: written through directory
+        # descriptors, never through a link planted there (barehub.safefs).
         if text is None:
-            changed[path] = path.exists()
-            path.unlink(missing_ok=True)
+            changed[path] = safefs.unlink(base, path)
             continue
-        changed[path] = render.write_atomic(path, text, mode)
-        if mode == 0o640:
-            _chown(path, None, proxy_user)
+        changed[path] = safefs.write_atomic(base, path, text, mode, -1, proxy_gid if mode == 0o640 else -1,
+                                            mkdirs=0o755)
     return changed
 
 
 def render_generated(ctx: Context) -> dict[Path, bool]:
     """Render every generated file; return {path: changed}."""
-    changed = {path: render.write_atomic(path, text, 0o644) for path, text in render_units(ctx).items()}
+    base = ctx.layout.base
+    changed = {path: safefs.write_atomic(base, path, text, 0o644, mkdirs=0o755)
+               for path, text in render_units(ctx).items()}
     changed.update(write_proxy_files(ctx))
     return changed
 
@@ -190,7 +196,7 @@ def proxy_changes(ctx: Context) -> list[Path]:
     out = []
     for path, (text, _mode) in proxy_files(ctx).items():
         try:
-            current: str | None = path.read_text()
+            current: str | None = safefs.read_bytes(ctx.layout.base, path).decode()
         except FileNotFoundError:
             current = None
         except OSError:
@@ -216,14 +222,60 @@ def ensure_system_user(name: str, say: Callable[[str], None]) -> bool:
     return True
 
 
-def _chown(path: Path, user: str | None, group: str | None) -> None:
-    if os.geteuid() == 0:
-        shutil.chown(path, user, group)
+def user_id(name: str) -> int:
+    """The uid root gives a file (-1, unchanged, when not root)."""
+    return pwd.getpwnam(name).pw_uid if os.geteuid() == 0 else -1
+
+
+def group_id(name: str) -> int:
+    return grp.getgrnam(name).gr_gid if os.geteuid() == 0 else -1
 
 
 def _mkdir(path: Path, mode: int) -> None:
+    """A directory root owns (the base, jupyterhub_config.d/): mode set explicitly, whatever the umask."""
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, mode)
+
+
+def check_base(layout: Layout) -> None:
+    """As root: refuse a base another user could change (barehub.safefs.check_trusted)."""
+    if os.geteuid() == 0:
+        safefs.check_trusted(layout.base, "the barehub base")
+        if layout.settings_file.exists():
+            safefs.check_trusted(layout.settings_file, "barehub.toml", link_ok=True)
+
+
+def ensure_secret(layout: Layout, path: Path, uid: int) -> bool:
+    """Create a random hex secret (mode 600, owned by uid) in state/ unless one exists; never overwrite."""
+    st = safefs.lstat(layout.base, path)
+    if st is not None:
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            raise InstallError(f"{path} is empty. Delete it and run `barehub install` again to make a new one.")
+        return False
+    safefs.write_atomic(layout.base, path, secrets.token_hex(32) + "\n", 0o600, uid, -1)
+    return True
+
+
+def make_state(layout: Layout, hub_user: str, proxy_user: str, say: Callable[[str], None]) -> None:
+    """state/ and what traefik sees of it, with their modes and owners.
+
+    state/ belongs to the hub's user, who may have planted anything in it: every
+    directory below it is reached without following links, and its mode and
+    owner are set on the open descriptor (barehub.safefs).
+    """
+    base, root = layout.base, (0 if os.geteuid() == 0 else -1)
+    hub_uid = user_id(hub_user)
+    proxy_uid, proxy_gid = user_id(proxy_user), group_id(proxy_user)
+    safefs.ensure_dir(base, layout.state, 0o700, hub_uid, -1)
+    for secret in (layout.cookie_secret, layout.proxy_api_password):
+        if ensure_secret(layout, secret, hub_uid):
+            say(f"created secret {secret} (mode 600)")
+    safefs.ensure_dir(base, layout.proxy_state, 0o711, root, root)
+    safefs.ensure_dir(base, layout.rules_dir, 0o2750, hub_uid, proxy_gid)  # setgid: rules files get the proxy group
+    safefs.ensure_dir(base, layout.acme_dir, 0o700, proxy_uid, proxy_gid)
+    # copies of a manual certificate and key: the proxy group reads them
+    safefs.ensure_dir(base, layout.tls_dir, 0o750, root, proxy_gid)
+    safefs.ensure_dir(base, layout.generated, 0o755, root, root)
 
 
 def require_root(no_start: bool) -> None:
@@ -242,6 +294,7 @@ def prepare(layout: Layout, prefix: Path, no_start: bool,
     the barehub.toml to write (from BAREHUB_* variables, validated like the file).
     """
     require_root(no_start)
+    check_base(layout)
     layout.check_usable()
     if not (prefix / "bin" / "python").exists() and not (prefix / "bin" / "python3").exists():
         raise InstallError(f"{prefix} is not an environment (no bin/python). Pass --prefix with the env to use.")
@@ -317,19 +370,10 @@ def finish(layout: Layout, prefix: Path, current: settings.Settings, initial_tex
     else:
         say(f"not root: not creating the system user {proxy_user} and not changing file owners")
 
-    _mkdir(layout.state, 0o700)
-    _chown(layout.state, hub_user, None)
-    for secret in (layout.cookie_secret, layout.proxy_api_password):
-        if render.ensure_secret(secret):
-            _chown(secret, hub_user, None)
-            say(f"created secret {secret} (mode 600)")
-    _mkdir(layout.proxy_state, 0o711)
-    _mkdir(layout.rules_dir, 0o2750)  # setgid: rules files get the proxy group
-    _chown(layout.rules_dir, hub_user, proxy_user)
-    _mkdir(layout.acme_dir, 0o700)
-    _chown(layout.acme_dir, proxy_user, proxy_user)
-    _mkdir(layout.tls_dir, 0o750)  # copies of a manual certificate and key: the proxy group reads them
-    _chown(layout.tls_dir, None, proxy_user)
+    try:
+        make_state(layout, hub_user, proxy_user, say)
+    except safefs.UnsafePath as e:
+        raise InstallError(str(e)) from None
 
     ctx = Context(layout, current, prefix)
     if step:

@@ -105,6 +105,21 @@ class Layout:
         """What the running hub applied (public URL, entry point), for `barehub check`."""
         return self.state / "hub_applied.json"
 
+    # -- records only root writes ----------------------------------------------
+    @property
+    def records(self) -> Path:
+        """What root-run commands act on later (the upgrade history): root's, mode 755, never the hub user's."""
+        return self.base / "records"
+
+    @property
+    def upgrades_file(self) -> Path:
+        return self.records / "upgrades.json"
+
+    @property
+    def backups(self) -> Path:
+        """The upgrade's database backups: root's, mode 700, inside state/."""
+        return self.state / "backups"
+
     # -- generated (re-rendered on every install/upgrade) ----------------------
     @property
     def generated(self) -> Path:

@@ -2,9 +2,10 @@
 
 Every release lives in its own ``envs/<version>/``; the ``hub`` link names the
 active one. An upgrade installs beside the active env and switches the link;
-it records what it did in ``state/upgrades.json`` (from, to, the database
+it records what it did in ``records/upgrades.json`` (from, to, the database
 backup, when), which is what ``barehub rollback`` undoes and what ``barehub
-prune`` keeps.
+prune`` keeps. Only root writes ``records/``: the hub's user owns ``state/``, and
+root never acts on (or runs) a path that user could have recorded.
 
 Versions are CalVer, ``YYYY.MM.N``, compared as tuples of numbers.
 """
@@ -14,8 +15,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
+import stat
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import barehub
-from barehub import envs, gate, install, render, settings, systemd
+from barehub import envs, gate, install, safefs, settings, systemd
 from barehub.envs import active_env, env_version, installed_envs, norm_name, site_packages
 from barehub.layout import HUB_UNIT, Layout, NotABase
 
@@ -41,16 +45,19 @@ class UpgradeError(Exception):
 
 def records(layout: Layout) -> list[dict]:
     try:
-        data = json.loads((layout.state / "upgrades.json").read_text())
+        data = json.loads(safefs.read_bytes(layout.base, layout.upgrades_file))
     except FileNotFoundError:
         return []
     except ValueError as e:
-        raise UpgradeError(f"{layout.state / 'upgrades.json'} is not valid JSON ({e}); fix or remove it") from None
+        raise UpgradeError(f"{layout.upgrades_file} is not valid JSON ({e}); fix or remove it") from None
     return data if isinstance(data, list) else []
 
 
 def write_records(layout: Layout, recs: list[dict]) -> None:
-    render.write_atomic(layout.state / "upgrades.json", json.dumps(recs, indent=1) + "\n", 0o600)
+    """records/upgrades.json: root's, mode 644, in a directory only root writes (0755)."""
+    root = 0 if os.geteuid() == 0 else -1
+    safefs.ensure_dir(layout.base, layout.records, 0o755, root, root)
+    safefs.write_atomic(layout.base, layout.upgrades_file, json.dumps(recs, indent=1) + "\n", 0o644, root, root)
 
 
 def add_record(layout: Layout, **fields: object) -> dict:
@@ -86,48 +93,89 @@ def rollback_target(layout: Layout) -> Path | None:
     return Path(rec["from_env"]) if rec else None
 
 
+def trusted_env(layout: Layout, recorded: object) -> Path:
+    """The env a record names, if it is exactly BASE/envs/<version> and only root can change it.
+
+    Root runs its bin/python: a path anywhere else, a link, or an env another
+    user owns or may write is refused.
+    """
+    path = Path(str(recorded or ""))
+    if path.parent != layout.envs or not envs.parse_version(path.name):
+        raise UpgradeError(f"{layout.upgrades_file} names the environment {str(recorded)!r}, which is not "
+                           f"{layout.envs}/<version>: root runs nothing from there. Nothing was changed.")
+    if os.geteuid() == 0:
+        for p in (layout.envs, path, path / "bin"):
+            safefs.check_trusted(p, f"an environment root runs ({path})")
+        py = path / "bin" / "python"
+        real = Path(os.path.realpath(py))
+        if not real.is_relative_to(os.path.realpath(path)):
+            raise UpgradeError(f"{py} leads out of its environment (to {real}): root runs nothing from there.")
+        safefs.check_trusted(real, f"the python root runs ({py})")
+    return path
+
+
 def backups_dir(layout: Layout) -> Path:
-    d = layout.state / "backups"
-    d.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(d, 0o700)
-    return d
+    root = 0 if os.geteuid() == 0 else -1
+    safefs.ensure_dir(layout.base, layout.backups, 0o700, root, root)
+    return layout.backups
 
 
-def copy_db(src: Path, dst: Path) -> None:
-    """A consistent copy of a sqlite db (sqlite's backup API), mode 600, written then renamed."""
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.close(fd)
-    try:
-        render.sqlite_copy(src, tmp)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def copy_db(layout: Layout, src: Path, dst: Path) -> None:
+    """A consistent copy of the sqlite db `src` (in state/) at `dst`, mode 600, written then renamed.
+
+    Both live below state/, which the hub's user may fill with links: the
+    database (and its journal or write-ahead log) is read without following
+    links into a directory only root can reach, copied there with sqlite's
+    backup API, and the copy written back through a directory descriptor.
+    """
+    with tempfile.TemporaryDirectory(prefix="barehub-db-") as tmp:
+        private = Path(tmp)
+        os.chmod(private, 0o700)
+        copied = private / "db.sqlite"
+        for suffix in ("", "-journal", "-wal"):
+            try:
+                data = safefs.read_bytes(layout.base, src.with_name(src.name + suffix))
+            except FileNotFoundError:
+                continue
+            (private / f"{copied.name}{suffix}").write_bytes(data)
+        out = private / "copy.sqlite"
+        s = sqlite3.connect(copied)  # read-write: a hot journal is rolled back in the private copy
+        try:
+            d = sqlite3.connect(out)
+            try:
+                s.backup(d)
+            finally:
+                d.close()
+        finally:
+            s.close()
+        safefs.write_atomic(layout.base, dst, out.read_bytes(), 0o600)
 
 
 def backup_db(layout: Layout, label: str) -> Path | None:
     """state/backups/jupyterhub.sqlite.<label>.<UTC time>, mode 600; None without a db."""
-    if not layout.db_file.exists():
+    if safefs.lstat(layout.base, layout.db_file) is None:
         return None
     dst = backups_dir(layout) / f"{layout.db_file.name}.{label}.{_stamp()}"
-    copy_db(layout.db_file, dst)
+    copy_db(layout, layout.db_file, dst)
     return dst
 
 
 def restore_db(layout: Layout, backup: Path) -> None:
-    """Put a backup back as the hub's db, keeping the current db's owner and mode."""
-    st = layout.db_file.stat() if layout.db_file.exists() else None
-    tmp = layout.db_file.with_name(f".{layout.db_file.name}.restore")
-    shutil.copyfile(backup, tmp)
-    os.chmod(tmp, (st.st_mode & 0o777) if st else 0o600)
-    if st and os.geteuid() == 0:
-        os.chown(tmp, st.st_uid, st.st_gid)
-    os.replace(tmp, layout.db_file)
+    """Put a backup (in state/backups/) back as the hub's db, keeping the current db's owner and mode.
+
+    No link is followed, whether planted as the backup, the db or a temporary file.
+    """
+    if backup.parent != layout.backups or backup.name.startswith("."):
+        raise UpgradeError(f"the database backup {backup} is not in {layout.backups}/: not restoring it.")
+    data = safefs.read_bytes(layout.base, backup)
+    st = safefs.lstat(layout.base, layout.db_file)
+    if st is not None and stat.S_ISREG(st.st_mode):
+        mode, uid, gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+    else:  # no db (or something planted): the hub's user gets its db back
+        mode, uid, gid = 0o600, install.user_id(settings.load(layout.settings_file)["hub.user"]), -1
+    safefs.write_atomic(layout.base, layout.db_file, data, mode, uid, gid)
     for suffix in ("-journal", "-wal", "-shm"):  # leftovers belong to the replaced db
-        layout.db_file.with_name(layout.db_file.name + suffix).unlink(missing_ok=True)
+        safefs.unlink(layout.base, layout.db_file.with_name(layout.db_file.name + suffix))
 
 
 # ------------------------------------------------------------------ what an environment holds
@@ -235,6 +283,10 @@ def apply_site_files(layout: Layout, env: Path, say: Callable[[str], None]) -> N
     check that follows says whether the configuration needs what is missing.
     """
     reqs = layout.base / SITE_REQUIREMENTS
+    if os.geteuid() == 0:  # root runs pip and conda with them
+        for f in (reqs, layout.base / SITE_ENVIRONMENT):
+            if f.exists():
+                safefs.check_trusted(f, "a site environment file root applies", link_ok=True)
     if reqs.is_file():
         cmd = [str(env / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
                "--retries", "1", "--timeout", "15", "-r", str(reqs)]
@@ -334,13 +386,13 @@ def rollback(layout: Layout, *, no_start: bool = False, say: Callable[[str], Non
     active = active_env(layout)
     if rec is None or active is None:
         raise UpgradeError(f"nothing to roll back: no upgrade to the active environment ({active}) is recorded "
-                           f"in {layout.state / 'upgrades.json'}. `barehub versions` lists what is installed.")
-    old_env = Path(rec["from_env"])
+                           f"in {layout.upgrades_file}. `barehub versions` lists what is installed.")
+    old_env = trusted_env(layout, rec.get("from_env"))
     if not (old_env / "bin" / "python").exists():
         raise UpgradeError(f"cannot roll back to {old_env}: it is gone (pruned or removed). Install barehub "
                            f"{rec.get('from')} again with its installer instead.")
     backup = Path(rec["backup"]) if rec.get("backup") else None
-    if backup is not None and not backup.exists():
+    if backup is not None and safefs.lstat(layout.base, backup) is None:
         raise UpgradeError(f"the database backup {backup} of that upgrade is missing: not rolling back.")
     py = str(old_env / "bin" / "python")
     say(f"barehub rollback: {rec.get('to')} ({active}) -> {rec.get('from')} ({old_env})")
@@ -394,9 +446,9 @@ def upgrade_db(layout: Layout, prefix: Path, say: Callable[[str], None]) -> None
     if r.returncode:
         raise UpgradeError(f"`{' '.join(cmd)}` failed:\n{_tail(r.stderr or r.stdout, 20)}")
     # jupyterhub keeps its own copy next to the db when it migrates: keep it private
-    for p in layout.state.glob(f"{layout.db_file.name}.*"):
-        if p.is_file():
-            os.chmod(p, 0o600)
+    # (fchmod on regular files opened without following links: state/ is the hub user's)
+    names = [n for n in safefs.listdir(layout.base, layout.state) if n.startswith(f"{layout.db_file.name}.")]
+    safefs.chmod_files(layout.base, layout.state, names, 0o600)
 
 
 # ------------------------------------------------------------------ the upgrade
@@ -486,7 +538,7 @@ def upgrade(layout: Layout, prefix: Path, plan: envs.Plan, *, no_start: bool = F
         add_record(layout, **{"from": plan.old_version, "to": plan.new_version,
                               "from_env": str(plan.old_env), "to_env": str(prefix),
                               "backup": str(backup) if backup else None})
-        say(f"   recorded in {layout.state / 'upgrades.json'} (for `barehub rollback`)")
+        say(f"   recorded in {layout.upgrades_file} (for `barehub rollback`)")
     except (UpgradeError, systemd.SystemdError, OSError) as e:
         if backup is not None:
             restore_db(layout, backup)
