@@ -1,0 +1,348 @@
+"""Root-run commands treat the hub user's files as hostile (issue 12, a shared head node).
+
+With `hub.user` an unprivileged user, state/ belongs to that user. Each test
+installs a base as root with such a hub user, plants what that user can plant
+(run as that user with setpriv), then runs the root command and checks that
+nothing outside the user's own files changed and that no path the user chose
+was followed or executed. The bases live in a world-traversable directory
+under /var/tmp (root-owned, sticky parent), never under the clone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import fake_prefix, require_root
+from helpers import REPO, local_user, version
+from test_upgrade import NEW, OLD, fake_env, make_db, users
+
+HUB_USER = "bh-sec-hub"
+
+
+@pytest.fixture(scope="module")
+def hub_user():
+    require_root()
+    with local_user(HUB_USER) as name:
+        yield pwd.getpwnam(name)
+
+
+@pytest.fixture
+def top():
+    """A root-owned, world-traversable directory (0755) under /var/tmp (1777): a trusted place for a base."""
+    require_root()
+    d = Path(tempfile.mkdtemp(prefix="barehub-sec-", dir="/var/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def barehub(*args: str, umask: int | None = None) -> subprocess.CompletedProcess[str]:
+    """`barehub ...` as root, from this checkout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAREHUB_")}
+    env["PYTHONPATH"] = str(REPO / "src")
+    return subprocess.run([sys.executable, "-m", "barehub", *args], capture_output=True, text=True, env=env,
+                          timeout=180, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+
+
+def as_user(user: pwd.struct_passwd, script: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell script as that user, with only its own uid, gid and no other groups."""
+    r = subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+                        "--", "/bin/sh", "-ec", script], capture_output=True, text=True, cwd="/",
+                       env={"PATH": "/usr/bin:/bin", "HOME": user.pw_dir}, timeout=60)
+    assert r.returncode == 0, f"as {user.pw_name}: {script}\n{r.stdout}{r.stderr}"
+    return r
+
+
+def install(base: Path, v: str | None = None, umask: int | None = None) -> subprocess.CompletedProcess[str]:
+    return barehub("install", "--base", str(base), "--prefix", str(base / "envs" / (v or version())),
+                   "--no-start", umask=umask)
+
+
+def hub_base(top: Path, hub_user: pwd.struct_passwd, v: str | None = None) -> Path:
+    """A base installed as root whose hub runs as the unprivileged hub_user."""
+    base = top / "barehub"
+    if v is None:
+        fake_prefix(base)
+    else:
+        fake_env(base, v)
+    (base / "barehub.toml").write_text(f'[hub]\nuser = "{hub_user.pw_name}"\n')
+    r = install(base, v)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (base / "state").stat().st_uid == hub_user.pw_uid
+    return base
+
+
+def victim_dir(top: Path) -> tuple[Path, os.stat_result]:
+    """A root-owned directory (0755) with a root-owned file in it, outside the base."""
+    v = top / "victim"
+    v.mkdir(mode=0o755)
+    v.chmod(0o755)
+    (v / "file").write_text("root's\n")
+    (v / "file").chmod(0o644)
+    return v, v.stat()
+
+
+def unchanged(path: Path, before: os.stat_result) -> None:
+    st = path.lstat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
+        before.st_uid, before.st_gid, stat.S_IMODE(before.st_mode)), f"{path} was changed through a link"
+
+
+# ------------------------------------------------------------------ 1. links in state/
+
+
+def test_reinstall_does_not_follow_links_the_hub_user_planted_in_state(top, hub_user):
+    base = hub_base(top, hub_user)
+    victim, before = victim_dir(top)
+    state = base / "state"
+    # state/proxy (root's, in the hub user's state/) swapped for the user's own directory,
+    # whose `rules` is a link to a root-owned directory
+    as_user(hub_user, f"cd {state} && mv proxy proxy.mine && mkdir evil && ln -s {victim} evil/rules "
+                      f"&& ln -s {state}/evil proxy")
+    r = install(base)
+    unchanged(victim, before)
+    assert sorted(p.name for p in victim.iterdir()) == ["file"]  # nothing written through the link
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{state / 'proxy'} is a symbolic link" in r.stderr and "rm " in r.stderr
+
+    # the same link one level down: state/proxy is root's again, the user owns rules/
+    as_user(hub_user, f"cd {state} && rm proxy && mv proxy.mine proxy")
+    assert install(base).returncode == 0
+    rules = state / "proxy" / "rules"
+    assert rules.stat().st_uid == hub_user.pw_uid
+    # a secret the user removed is made again, never through a link at its name
+    as_user(hub_user, f"cd {state} && rm jupyterhub_cookie_secret && ln -s {victim}/secret jupyterhub_cookie_secret")
+    assert install(base).returncode == 0
+    assert not (victim / "secret").exists()
+    unchanged(victim, before)
+    assert (victim / "file").read_text() == "root's\n"
+
+
+# ------------------------------------------------------------------ 2. rollback runs no path the user recorded
+
+
+def evil_env(top: Path, where: Path, hub_user: pwd.struct_passwd, marker: Path) -> Path:
+    """What the hub user can make in its state/: an "environment" whose python leaves a marker."""
+    env = where / "evil-env"
+    as_user(hub_user, f"mkdir -p {env}/bin && printf '#!/bin/sh\\nid -u > {marker}\\nexit 0\\n' > {env}/bin/python "
+                      f"&& chmod 755 {env}/bin/python")
+    return env
+
+
+def test_rollback_never_runs_an_environment_the_hub_user_recorded(top, hub_user):
+    base = hub_base(top, hub_user)
+    active = base / "envs" / version()
+    marker = top / "marker"
+    marker.touch()
+    marker.chmod(0o666)
+    marker.write_text("")
+    env = evil_env(top, base / "state", hub_user, marker)
+    record = [{"time": "2026-01-01T00:00:00Z", "from": "2026.1.0", "to": version(), "from_env": str(env),
+               "to_env": str(active), "backup": None}]
+    # state/upgrades.json is the hub user's to write
+    as_user(hub_user, f"printf '%s' '{json.dumps(record)}' > {base / 'state' / 'upgrades.json'}")
+    r = barehub("rollback", "--base", str(base), "--no-start")
+    assert marker.read_text() == "", "root ran the python the hub user recorded"
+    assert r.returncode == 1 and "nothing to roll back" in r.stderr, r.stdout + r.stderr
+    assert os.readlink(base / "hub") == f"envs/{version()}"
+
+    # records/ is root's (0755, files 0644): and even a record there runs only BASE/envs/<version>
+    base_records = base / "records"
+    base_records.mkdir(mode=0o755)
+    (base_records / "upgrades.json").write_text(json.dumps(record))
+    r = barehub("rollback", "--base", str(base), "--no-start")
+    assert r.returncode == 1 and "is not " in r.stderr and f"{base / 'envs'}/<version>" in r.stderr, r.stderr
+    assert marker.read_text() == ""
+    # an env under envs/ that another user may change is refused as well
+    old = fake_env(base, "2026.1.0")
+    os.chown(old / "bin", hub_user.pw_uid, -1)
+    record[0]["from_env"] = str(old)
+    (base_records / "upgrades.json").write_text(json.dumps(record))
+    r = barehub("rollback", "--base", str(base), "--no-start")
+    assert r.returncode == 1 and f"{old / 'bin'}" in r.stderr and HUB_USER in r.stderr, r.stderr
+    assert os.readlink(base / "hub") == f"envs/{version()}"
+
+
+# ------------------------------------------------------------------ 3. the database: backup, upgrade-db, restore
+
+
+def upgraded_base(top: Path, hub_user: pwd.struct_passwd) -> Path:
+    base = hub_base(top, hub_user, OLD)
+    make_db(base)
+    os.chown(base / "state" / "jupyterhub.sqlite", hub_user.pw_uid, hub_user.pw_gid)
+    fake_env(base, NEW)
+    return base
+
+
+def test_upgrade_db_does_not_chmod_through_links_next_to_the_database(top, hub_user):
+    base = upgraded_base(top, hub_user)
+    victim, _ = victim_dir(top)
+    vfile = victim / "file"
+    vbefore = vfile.stat()
+    # what upgrade_db makes private (jupyterhub's own copies: jupyterhub.sqlite.*)
+    as_user(hub_user, f"ln -s {vfile} {base}/state/jupyterhub.sqlite.planted")
+    r = install(base, NEW)
+    unchanged(vfile, vbefore)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.readlink(base / "hub") == f"envs/{NEW}"
+
+
+def test_rollback_restores_the_database_without_following_planted_links(top, hub_user):
+    base = upgraded_base(top, hub_user)
+    victim, before = victim_dir(top)
+    vfile = victim / "file"
+    vbefore = vfile.stat()
+    state = base / "state"
+    r = install(base, NEW)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the temporary file of the restore
+    with sqlite3.connect(state / "jupyterhub.sqlite") as c:
+        c.execute("update users set name = 'bob' where name = 'alice'")
+    as_user(hub_user, f"ln -s {vfile} {state}/.jupyterhub.sqlite.restore")
+    r = barehub("rollback", "--base", str(base), "--no-start")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert vfile.read_text() == "root's\n", "the restore wrote through the planted link"
+    unchanged(vfile, vbefore)
+    unchanged(victim, before)
+    db = state / "jupyterhub.sqlite"
+    assert not db.is_symlink() and users(db) == ["alice"]
+    st = db.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (hub_user.pw_uid, 0o644)  # the db's owner and mode kept
+
+
+def test_upgrade_refuses_a_backups_link_the_hub_user_planted(top, hub_user):
+    base = upgraded_base(top, hub_user)
+    victim, before = victim_dir(top)
+    state = base / "state"
+    as_user(hub_user, f"ln -s {victim} {state}/backups")
+    r = install(base, NEW)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{state / 'backups'} is a symbolic link" in r.stderr
+    assert "stopped before the switch" in r.stderr
+    unchanged(victim, before)
+    assert sorted(p.name for p in victim.iterdir()) == ["file"]
+    assert os.readlink(base / "hub") == f"envs/{OLD}"
+
+
+# ------------------------------------------------------------------ 4. a base or config.d another user controls
+
+
+def evil_config_d(hub_user: pwd.struct_passwd, config_d: Path, marker: Path, *, replace: bool) -> None:
+    move = f"mv {config_d} {config_d}.old && mkdir {config_d} && " if replace else ""
+    as_user(hub_user, move + f"printf 'import os\\nopen(\"{marker}\", \"w\").write(str(os.getuid()))\\n' "
+                             f"> {config_d}/99-mine.py")
+
+
+def fresh_marker(top: Path) -> Path:
+    marker = top / "marker"
+    marker.unlink(missing_ok=True)
+    marker.touch()
+    marker.chmod(0o666)
+    return marker
+
+
+def test_a_base_the_hub_user_owns_is_refused(top, hub_user):
+    base = hub_base(top, hub_user)
+    marker = fresh_marker(top)
+    os.chown(base, hub_user.pw_uid, hub_user.pw_gid)  # e.g. the base made by that user
+    evil_config_d(hub_user, base / "jupyterhub_config.d", marker, replace=True)
+    barehub("check", "--base", str(base))
+    assert marker.read_text() == "", "root ran a config.d file the hub user wrote"
+    for cmd in (["check"], ["render-proxy"], ["install", "--prefix", str(base / "envs" / version()), "--no-start"],
+                ["rollback", "--no-start"], ["prune", "--keep", "1"]):
+        r = barehub(*cmd, "--base", str(base))
+        assert r.returncode == 1, (cmd, r.stdout + r.stderr)
+        assert f"{base} (the barehub base) is owned by {HUB_USER}" in r.stderr, (cmd, r.stderr)
+        assert f"chown root:root {base}" in r.stderr and "chmod go-w" in r.stderr
+    assert marker.read_text() == "", "root ran a config.d file the hub user wrote"
+
+
+def test_a_base_below_a_directory_others_may_write_is_refused(top, hub_user):
+    shared = top / "shared"
+    shared.mkdir()
+    base = hub_base(shared, hub_user)
+    marker = fresh_marker(top)
+    shared.chmod(0o777)  # not sticky: anyone may swap the base for their own
+    as_user(hub_user, f"cd {shared} && mv barehub theirs && mkdir -p barehub/jupyterhub_config.d")
+    evil_config_d(hub_user, base / "jupyterhub_config.d", marker, replace=False)
+    r = barehub("check", "--base", str(base))
+    assert marker.read_text() == "", "root ran a config.d file of a base another user swapped in"
+    assert r.returncode == 1 and f"{shared} (above the barehub base) is owned by root, mode drwxrwxrwx" in r.stderr, r.stderr
+    assert f"chmod go-w {shared}" in r.stderr
+    # root's own base back in place: the world-writable parent alone is refused
+    as_user(hub_user, f"cd {shared} && rm -r barehub && mv theirs barehub")
+    r = barehub("check", "--base", str(base))
+    assert r.returncode == 1 and f"{shared} (above the barehub base)" in r.stderr, r.stderr
+    # a root-owned sticky directory above (like /tmp) is fine when what follows is root's
+    shared.chmod(0o1777)
+    r = barehub("check", "--base", str(base))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_base_that_is_a_link_is_refused(top, hub_user):
+    base = hub_base(top, hub_user)
+    link = top / "link"
+    link.symlink_to(base)
+    r = barehub("check", "--base", str(link))
+    assert r.returncode == 1 and f"{link} (the barehub base) is a symbolic link" in r.stderr, r.stderr
+    assert str(base) in r.stderr
+
+
+def test_config_d_files_root_runs_must_be_roots(top, hub_user):
+    base = hub_base(top, hub_user)
+    config_d = base / "jupyterhub_config.d"
+    marker = fresh_marker(top)
+    evil = config_d / "99-mine.py"
+    evil.write_text(f"import os\nopen({str(marker)!r}, 'w').write(str(os.getuid()))\n")
+    os.chown(evil, hub_user.pw_uid, hub_user.pw_gid)  # "let the hub user manage its config"
+    r = barehub("check", "--base", str(base))
+    assert marker.read_text() == "", "root ran a config.d file the hub user owns"
+    assert r.returncode == 1 and f"{evil} (a jupyterhub_config.d file root runs) is owned by {HUB_USER}" in r.stderr, r.stderr
+    assert marker.read_text() == ""
+    os.chown(evil, 0, 0)
+    evil.chmod(0o666)
+    r = barehub("check", "--base", str(base))
+    assert marker.read_text() == ""
+    assert r.returncode == 1 and "-rw-rw-rw-" in r.stderr and f"chmod go-w {evil}" in r.stderr, r.stderr
+    evil.chmod(0o644)
+    config_d.chmod(0o777)
+    r = barehub("check", "--base", str(base))
+    assert r.returncode == 1 and f"{config_d} (jupyterhub_config.d/, whose files root runs)" in r.stderr, r.stderr
+    assert marker.read_text() == ""
+    config_d.chmod(0o755)
+    r = barehub("check", "--base", str(base))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert marker.read_text() == "0"  # root's own file runs
+
+
+# ------------------------------------------------------------------ 5. modes whatever the umask
+
+MODES = {".": 0o755, "barehub.toml": 0o644, "jupyterhub_config.d": 0o755, "jupyterhub_config.d/README.md": 0o644,
+         "generated": 0o755, "generated/jupyterhub.service": 0o644, "generated/jupyterhub-proxy.service": 0o644,
+         "generated/traefik.toml": 0o644, "state": 0o700, "state/proxy": 0o711, "state/proxy/rules": 0o2750,
+         "state/proxy/acme": 0o700, "state/proxy/tls": 0o750, "state/jupyterhub_cookie_secret": 0o600,
+         "state/proxy_api_password": 0o600}
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_install_sets_every_mode_whatever_the_umask(top, hub_user, umask):
+    prefix = fake_prefix(top / "env-holder")  # outside the base: install creates the base itself
+    base = top / "barehub"
+    r = barehub("install", "--base", str(base), "--prefix", str(prefix), "--no-start", umask=umask)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = {rel: stat.S_IMODE((base / rel).lstat().st_mode) for rel in MODES}
+    assert got == MODES, {rel: oct(m) for rel, m in got.items() if m != MODES[rel]}
+    # traefik (the proxy user) can read its static configuration
+    proxy = pwd.getpwnam("barehub-proxy")
+    assert "entryPoints" in as_user(proxy, f"cat {base}/generated/traefik.toml").stdout
