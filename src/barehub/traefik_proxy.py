@@ -22,8 +22,16 @@ starting at 200 ms. Here:
   renamed into place: traefik, which watches the directory (not its
   subdirectories), sees exactly one event per change, and never a partial or
   unreadable file;
-- add_route is confirmed through traefik's API (the router, and the service
-  with the new target) polled every few milliseconds;
+- add_route is confirmed through traefik's API: every write carries a
+  generation marker (an unused service, ``barehub_generation``, whose URL
+  names this hub's nonce and the write's number), and one poller, shared by
+  every waiting add_route, asks traefik for that one service every few
+  milliseconds. An add_route returns once the rebuild containing its write
+  is live. A burst of changes costs one or two writes and traefik rebuilds
+  (changes made while a write is under way share the next one), not one
+  per ``concurrency`` changes with hundreds of API polls competing with the
+  rebuild for the CPU (upstream confirms under a semaphore of 10, each route
+  polled on its own);
 - users' routes are grouped under parent routers, one per prefix of the user
   name (traefik's multi-layer routing, ``parentRefs``): traefik tries its
   routers one after the other, so with 5,000 routes in one flat list every
@@ -48,6 +56,7 @@ import asyncio
 import gc
 import json
 import os
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -62,6 +71,7 @@ from tornado.httpclient import HTTPClientError
 from traitlets import Integer, Unicode, default
 
 HEADER = "# barehub route "
+GENERATION_SERVICE = "barehub_generation"  # the marker: never used by a router
 ROUTES_MARK = "# ---- routes: one block per route, written by the hub; do not edit ----"
 STAGING = ".staging"
 
@@ -202,6 +212,12 @@ class BarehubProxy(TraefikFileProviderProxy):
     _changes = 0  # changes made in memory
     _saved = 0  # changes in the file on disk
     _write_lock: asyncio.Lock | None = None
+    _generation = 0  # number of the last write (its marker in the file)
+    _saved_generation = 0  # the write that has the changes counted in _saved
+    _live_generation = 0  # the newest of this hub's writes traefik's API shows
+    _nonce = ""  # this proxy object's, in the marker: a restarted hub never mistakes an older hub's write for its own
+    _waiters: list | None = None  # [(generation, future)] of add_route calls waiting for traefik
+    _poller: asyncio.Task | None = None
 
     @property
     def rules_dir(self) -> Path:
@@ -296,8 +312,16 @@ class BarehubProxy(TraefikFileProviderProxy):
         for key in self._bucket_of.values():
             buckets[key] = buckets.get(key, 0) + 1
         parents = bucket_blocks(buckets, self.traefik_entrypoint, self._fallback_service()) if buckets else ""
-        # the buckets' routers go after the mark: they are derived from the routes, never loaded
-        return "".join([header, self._base_text, "\n", ROUTES_MARK, "\n", parents, *self._blocks.values()])
+        # the buckets' routers and the marker go after the mark, before the first route: derived, never loaded
+        return "".join([header, self._base_text, "\n", ROUTES_MARK, "\n", self._marker(), parents,
+                        *self._blocks.values()])
+
+    def _marker(self) -> str:
+        if not self._nonce:
+            self._nonce = secrets.token_hex(6)
+        return (f"[http.services.{GENERATION_SERVICE}.loadBalancer]\n"
+                f"  [[http.services.{GENERATION_SERVICE}.loadBalancer.servers]]\n"
+                f"    url = \"http://127.0.0.1:9/{self._nonce}/{self._generation}\"\n")
 
     def _write_file(self, text: str) -> None:
         """Put the rules at dynamic_config_file (mode 640) with one rename from the unwatched staging dir."""
@@ -325,22 +349,88 @@ class BarehubProxy(TraefikFileProviderProxy):
     def _persist_dynamic_config(self):
         """Write the whole file now (setup, loading): the hub's part re-rendered, the route blocks cached."""
         self._base_text = toml.dumps(self._base_config())
+        self._generation += 1
         self._write_file(self._rules_text())
         self._saved = self._changes
+        self._saved_generation = self._generation
 
-    async def _save(self) -> None:
-        """Write the rules after a change; changes made meanwhile share the write."""
+    async def _save(self) -> int:
+        """Write the rules after a change; changes made meanwhile share the write.
+
+        Returns the generation of a write that has the change.
+        """
         self._changes += 1
         wanted = self._changes
         if self._write_lock is None:
             self._write_lock = asyncio.Lock()
         async with self._write_lock:
             if self._saved >= wanted:
-                return  # a write that started after our change has it already
+                return self._saved_generation  # a write that started after our change has it already
+            # once round the event loop: the other changes of a burst (calls started together) join this write
+            await asyncio.sleep(0)
             done = self._changes
+            self._generation += 1
+            generation = self._generation
             text = self._rules_text()
             await asyncio.to_thread(self._write_file, text)
-            self._saved = max(self._saved, done)
+            if done > self._saved:
+                self._saved, self._saved_generation = done, generation
+            return generation
+
+    async def _generation_live(self) -> int:
+        """The number of this hub's newest write that traefik's API shows (0: none yet)."""
+        try:
+            resp = await self._traefik_api_request(f"/api/http/services/{GENERATION_SERVICE}@{self.provider_name}")
+        except HTTPClientError as e:
+            if e.code == 404:
+                return 0
+            raise
+        servers = json.loads(resp.body).get("loadBalancer", {}).get("servers") or [{}]
+        nonce, _, number = str(servers[0].get("url", "")).rpartition("/")
+        return int(number) if nonce.endswith("/" + self._nonce) and number.isdigit() else 0
+
+    async def _poll_generations(self) -> None:
+        """One loop for every waiting add_route: ask traefik for the marker until no one waits."""
+        wait = 0.002
+        try:
+            while self._waiters:
+                try:
+                    live = await self._generation_live()
+                except Exception as e:  # traefik restarting, say: the waiters time out if it lasts
+                    self.log.debug("traefik's API: %s", e)
+                    live = 0
+                if live > self._live_generation:
+                    self._live_generation, wait = live, 0.002
+                waiting = []
+                for generation, fut in self._waiters:
+                    if fut.done():
+                        continue
+                    if generation <= self._live_generation:
+                        fut.set_result(None)
+                    else:
+                        waiting.append((generation, fut))
+                self._waiters = waiting
+                if waiting:
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 1.5, 0.025)
+        finally:
+            self._poller = None
+
+    async def _wait_for_generation(self, generation: int, routespec: str) -> None:
+        """Until traefik runs a configuration with the given write (or a later one) of this hub."""
+        if generation <= self._live_generation:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append((generation, fut))
+        if self._poller is None:
+            self._poller = asyncio.ensure_future(self._poll_generations())
+        try:
+            await asyncio.wait_for(fut, self.check_route_timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"traefik did not load the route for {routespec} within "
+                               f"{self.check_route_timeout} s: see `journalctl -u jupyterhub-proxy`") from None
 
     # ------------------------------------------------------------ loading
 
@@ -432,7 +522,7 @@ class BarehubProxy(TraefikFileProviderProxy):
                 traefik_utils.deep_merge(self.dynamic_config, {**traefik_config, "jupyterhub": jupyterhub_config})
                 for alias in jupyterhub_config["routes"]:
                     self._blocks[alias] = self._block_for(alias)
-        await self._save()
+        return await self._save()
 
     async def _delete_dynamic_config(self, traefik_keys, jupyterhub_keys):
         async with self.mutex:
@@ -448,7 +538,20 @@ class BarehubProxy(TraefikFileProviderProxy):
                     self.log.warning("No route %s to delete", key_path[-1])
                 self._blocks.pop(key_path[-1], None)
                 self._bucket_of.pop(key_path[-1], None)
-        await self._save()
+        return await self._save()
+
+    async def add_route(self, routespec, target, data):
+        """As upstream's, without its semaphore: a burst shares writes, and waits on one poller."""
+        if self._start_future and not self._start_future.done():
+            await self._start_future
+        routespec = self.validate_routespec(routespec)
+        traefik_config, jupyterhub_config = self._dynamic_config_for_route(routespec, target, data)
+        generation = await self._apply_dynamic_config(traefik_config, jupyterhub_config)
+        try:
+            await self._wait_for_generation(generation, routespec)
+        except TimeoutError:
+            self.log.error(f"Traefik route for {routespec} never appeared.")
+            raise
 
     async def _wait_for_route(self, routespec):
         """Until traefik's API shows the route's router, and its service with the new target."""
