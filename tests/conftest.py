@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,37 @@ def scratch():
     d.chmod(0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class WorldPython:
+    """An interpreter with the hub's packages and a copy of barehub's sources that any
+    user can reach, wherever this checkout lives: commands a test runs as another user
+    (nobody, the proxy user) use it, because this checkout and its .venv-test may sit in
+    a directory only root may enter (a clone under /root is mode 700)."""
+
+    python: Path
+    src: Path
+
+    def environ(self, environ: dict[str, str] | None = None) -> dict[str, str]:
+        """environ (default: os.environ) with barehub imported from the world-readable copy."""
+        return {**(os.environ if environ is None else environ), "PYTHONPATH": str(self.src)}
+
+
+@pytest.fixture(scope="session")
+def world_python(scratch, wheelhouse) -> WorldPython:
+    """A WorldPython under the world-readable scratch dir (a hub env from the wheelhouse)."""
+    root = scratch / "world"
+    prefix = make_env(root / "env", wheelhouse)
+    src = root / "src"
+    shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for p in [root, src, *src.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    found = WorldPython(prefix / "bin" / "python", src)
+    r = subprocess.run([str(found.python), "-c", "import barehub; print(barehub.__file__)"], user="nobody",
+                       env=found.environ(), cwd="/", capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == str(src / "barehub" / "__init__.py"), r.stdout + r.stderr
+    return found
 
 
 _ENV_TEMPLATES: dict[tuple[Path, bool], Path] = {}

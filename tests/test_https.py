@@ -281,7 +281,7 @@ def test_unreadable_or_wrong_files(pair, tmp_path):
     assert "encrypted with a passphrase" in found.problems[0]
 
 
-def test_key_unreadable_for_a_non_root_check(pair):
+def test_key_unreadable_for_a_non_root_check(pair, world_python):
     """A key only root may read: an error for root's install and proxy start, a warning for
     a check by another user (the hub's `systemctl reload` when hub.user is not root)."""
     if os.geteuid() != 0:
@@ -295,8 +295,8 @@ def test_key_unreadable_for_a_non_root_check(pair):
         "    gate.check_settings_files(Layout.at('/nonexistent'), s, f, ports=False, root=strict)\n"
         "    print(strict, [w.what for w in f.problems], [w.what for w in f.warnings])\n" % (pair["cert"], pair["key"])
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, user="nobody",
-                       env={**os.environ, "PYTHONPATH": str(Path(tls.__file__).parents[1])})
+    r = subprocess.run([str(world_python.python), "-c", code], capture_output=True, text=True, user="nobody",
+                       env=world_python.environ(), cwd="/")
     strict, lenient = r.stdout.splitlines()
     assert strict.startswith("True [\"https.key = ") and strict.endswith("[]"), r.stdout + r.stderr
     assert lenient.startswith("False [] [\"https.key = "), r.stdout
@@ -405,13 +405,14 @@ def test_port_taken_refuses_an_install_that_would_start(base, listener, monkeypa
     assert lay.traefik_toml.exists()
 
 
-def test_our_own_traefik_is_not_a_conflict(base):
+def test_our_own_traefik_is_not_a_conflict(base, world_python):
     assert install(base, "--no-start").returncode == 0
     (port,) = free_ports(1)
     write_settings(base, f'[proxy]\nhttp_address = "127.0.0.1"\nhttp_port = {port}\n')
     code = f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(); print('up',flush=True); time.sleep(60)"
     # a listener owned by the proxy user is traefik (running, or being restarted)
-    p = subprocess.Popen([sys.executable, "-c", code], user="barehub-proxy", stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([str(world_python.python), "-c", code], user="barehub-proxy", stdout=subprocess.PIPE,
+                         text=True, cwd="/")
     try:
         assert p.stdout.readline().strip() == "up"
         c = barehub("check", "--base", str(base))

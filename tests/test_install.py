@@ -17,15 +17,21 @@ from pathlib import Path
 import pytest
 
 from barehub import settings
-from conftest import fake_prefix, require_root
+from conftest import WorldPython, fake_prefix, require_root
 from helpers import REPO, version
 
 
-def barehub(*args: str, env: dict | None = None, user: str | None = None) -> subprocess.CompletedProcess[str]:
-    e = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
+def barehub(*args: str, env: dict | None = None, user: str | None = None,
+            world: WorldPython | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `barehub ARGS` from this checkout; as another user (user=), with the
+    world_python fixture's interpreter and sources (world=), which that user can reach."""
+    assert (user is None) == (world is None), "a run as another user needs the world_python fixture"
+    python, e = (sys.executable, {**os.environ, "PYTHONPATH": str(REPO / "src")}) if world is None else (
+        str(world.python), world.environ())
+    e = {**e, **(env or {})}
     e = {k: v for k, v in e.items() if k != "BAREHUB_BASE" or (env and k in env)}
-    return subprocess.run([sys.executable, "-m", "barehub", *args], capture_output=True, text=True, env=e,
-                          user=user, timeout=120)
+    return subprocess.run([python, "-m", "barehub", *args], capture_output=True, text=True, env=e,
+                          user=user, cwd=None if world is None else "/", timeout=120)
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, bytes | str]]:
@@ -170,10 +176,10 @@ def assert_unchanged(base: Path, before: dict, r: subprocess.CompletedProcess[st
     assert snapshot(base) == before, "a failed install changed files"
 
 
-def test_non_root_without_no_start_is_refused(base):
+def test_non_root_without_no_start_is_refused(base, world_python):
     base.parent.chmod(0o755)
     before = snapshot(base)
-    r = install(base, user="nobody")
+    r = install(base, user="nobody", world=world_python)
     assert "must run as root" in r.stderr and "--no-start" in r.stderr
     assert_unchanged(base, before, r)
 
