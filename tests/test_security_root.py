@@ -212,7 +212,7 @@ def test_rollback_restores_the_database_without_following_planted_links(top, hub
     as_user(hub_user, f"ln -s {vfile} {state}/.jupyterhub.sqlite.restore")
     r = barehub("rollback", "--base", str(base), "--no-start")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert vfile.read_text() == "root's\n", "the restore wrote through the planted link"
+    assert vfile.read_bytes() == b"root's\n", "the restore wrote through the planted link"
     unchanged(vfile, vbefore)
     unchanged(victim, before)
     db = state / "jupyterhub.sqlite"
@@ -274,7 +274,7 @@ def test_a_base_below_a_directory_others_may_write_is_refused(top, hub_user):
     base = hub_base(shared, hub_user)
     marker = fresh_marker(top)
     shared.chmod(0o777)  # not sticky: anyone may swap the base for their own
-    as_user(hub_user, f"cd {shared} && mv barehub theirs && mkdir -p barehub/jupyterhub_config.d")
+    as_user(hub_user, f"cd {shared} && mv barehub theirs && mkdir -p barehub/jupyterhub_config.d && touch barehub/barehub.toml")
     evil_config_d(hub_user, base / "jupyterhub_config.d", marker, replace=False)
     r = barehub("check", "--base", str(base))
     assert marker.read_text() == "", "root ran a config.d file of a base another user swapped in"
