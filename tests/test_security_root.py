@@ -51,6 +51,8 @@ def barehub(*args: str, umask: int | None = None) -> subprocess.CompletedProcess
     """`barehub ...` as root, from this checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAREHUB_")}
     env["PYTHONPATH"] = str(REPO / "src")
+    # JupyterHub migrates a database with the `alembic` command of its environment
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     return subprocess.run([sys.executable, "-m", "barehub", *args], capture_output=True, text=True, env=env,
                           timeout=180, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
 
@@ -185,17 +187,33 @@ def upgraded_base(top: Path, hub_user: pwd.struct_passwd) -> Path:
     return base
 
 
-def test_upgrade_db_does_not_chmod_through_links_next_to_the_database(top, hub_user):
+def test_upgrade_db_migrates_a_private_copy_and_follows_no_link(top, hub_user):
     base = upgraded_base(top, hub_user)
     victim, _ = victim_dir(top)
     vfile = victim / "file"
     vbefore = vfile.stat()
-    # what upgrade_db makes private (jupyterhub's own copies: jupyterhub.sqlite.*)
+    db = base / "state" / "jupyterhub.sqlite"
+    # the database one migration behind (JupyterHub's last one adds spawners.display_name)
+    with sqlite3.connect(db) as c:
+        c.execute("alter table spawners drop column display_name")
+        c.execute("update alembic_version set version_num = 'ff1860e38070'")
+    c.close()
+    # what the old code made private by name (jupyterhub's own copies: jupyterhub.sqlite.*)
     as_user(hub_user, f"ln -s {vfile} {base}/state/jupyterhub.sqlite.planted")
     r = install(base, NEW)
     unchanged(vfile, vbefore)
     assert r.returncode == 0, r.stdout + r.stderr
     assert os.readlink(base / "hub") == f"envs/{NEW}"
+    with sqlite3.connect(db) as c:
+        assert c.execute("select version_num from alembic_version").fetchall() == [("f460b0348206",)]
+        assert "display_name" in [row[1] for row in c.execute("pragma table_info(spawners)")]
+    c.close()
+    assert users(db) == ["alice"]
+    st = db.lstat()
+    assert stat.S_ISREG(st.st_mode) and (st.st_uid, stat.S_IMODE(st.st_mode)) == (hub_user.pw_uid, 0o644)
+    # JupyterHub's own backup copy was made beside the private copy, not by root in state/
+    assert sorted(p.name for p in (base / "state").iterdir() if p.name.startswith("jupyterhub.sqlite.")) == [
+        "jupyterhub.sqlite.planted"]
 
 
 def test_rollback_restores_the_database_without_following_planted_links(top, hub_user):
@@ -219,6 +237,26 @@ def test_rollback_restores_the_database_without_following_planted_links(top, hub
     assert not db.is_symlink() and users(db) == ["alice"]
     st = db.stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (hub_user.pw_uid, 0o644)  # the db's owner and mode kept
+
+
+def test_upgrade_never_migrates_a_database_the_hub_user_linked_to(top, hub_user):
+    base = upgraded_base(top, hub_user)
+    victim = top / "root-only.sqlite"
+    with sqlite3.connect(victim) as c:
+        c.execute("create table secrets (v text)")
+        c.execute("insert into secrets values ('root only')")
+    c.close()
+    victim.chmod(0o600)
+    before = victim.read_bytes()
+    state = base / "state"
+    as_user(hub_user, f"cd {state} && mv jupyterhub.sqlite mine.sqlite && ln -s {victim} jupyterhub.sqlite")
+    r = install(base, NEW)
+    assert victim.read_bytes() == before, "root's upgrade-db wrote to the database the hub user linked to"
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{state / 'jupyterhub.sqlite'} is a symbolic link" in r.stderr
+    assert os.readlink(base / "hub") == f"envs/{OLD}"
+    backups = state / "backups"
+    assert not any(b"root only" in p.read_bytes() for p in backups.iterdir()) if backups.exists() else True
 
 
 def test_upgrade_refuses_a_backups_link_the_hub_user_planted(top, hub_user):
