@@ -80,7 +80,9 @@ def opendir(base: Path, path: Path, *, create: int | None = None) -> Iterator[in
                 try:
                     os.mkdir(part, 0o700, dir_fd=fd)
                     made = True
-                except FileExistsError:
+                except OSError as e:  # exists, or a read-only mount (render-proxy's sandbox)
+                    if e.errno not in (errno.EEXIST, errno.EROFS, errno.EACCES, errno.EPERM):
+                        raise
                     made = False
             nfd = _open_dir_at(fd, part, Path(base).joinpath(*rel.parts[: i + 1]))
             if create is not None and made:
