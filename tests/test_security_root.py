@@ -131,6 +131,22 @@ def test_reinstall_does_not_follow_links_the_hub_user_planted_in_state(top, hub_
     assert (victim / "file").read_text() == "root's\n"
 
 
+def test_render_proxy_does_not_remove_or_write_through_links_in_state(top, hub_user):
+    base = hub_base(top, hub_user)
+    victim, before = victim_dir(top)
+    (victim / "key.pem").write_text("root's key\n")
+    state = base / "state"
+    # render-proxy removes the TLS copies HTTPS no longer needs: through a link, root's own files
+    as_user(hub_user, f"cd {state} && mv proxy proxy.mine && mkdir evil && ln -s {victim} evil/tls "
+                      f"&& ln -s {victim} evil/rules && ln -s {state}/evil proxy")
+    r = barehub("render-proxy", "--base", str(base))
+    assert (victim / "key.pem").read_text() == "root's key\n", "render-proxy removed a file through a link"
+    assert sorted(p.name for p in victim.iterdir()) == ["file", "key.pem"]
+    unchanged(victim, before)
+    assert r.returncode == 1 and f"{state / 'proxy'} is a symbolic link" in r.stderr, r.stdout + r.stderr
+    assert "traefik keeps its last good configuration" in r.stderr
+
+
 # ------------------------------------------------------------------ 2. rollback runs no path the user recorded
 
 
