@@ -392,9 +392,10 @@ MODES = {".": 0o755, "barehub.toml": 0o644, "jupyterhub_config.d": 0o755, "jupyt
 @pytest.mark.parametrize("umask", [0o000, 0o077])
 def test_install_sets_every_mode_whatever_the_umask(top, hub_user, umask):
     prefix = fake_prefix(top / "env-holder")  # outside the base: install creates the base itself
-    base = top / "barehub"
+    base = top / "srv" / "barehub"  # and the directory above it
     r = barehub("install", "--base", str(base), "--prefix", str(prefix), "--no-start", umask=umask)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert stat.S_IMODE(base.parent.stat().st_mode) == 0o755
     got = {rel: stat.S_IMODE((base / rel).lstat().st_mode) for rel in MODES}
     assert got == MODES, {rel: oct(m) for rel, m in got.items() if m != MODES[rel]}
     # traefik (the proxy user) can read its static configuration
