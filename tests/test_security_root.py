@@ -275,6 +275,32 @@ def test_upgrade_never_migrates_a_database_the_hub_user_linked_to(top, hub_user)
     assert not any(b"root only" in p.read_bytes() for p in backups.iterdir()) if backups.exists() else True
 
 
+def test_rollback_restores_no_file_the_hub_user_named_as_the_backup(top, hub_user):
+    base = upgraded_base(top, hub_user)
+    assert install(base, NEW).returncode == 0
+    secret = top / "root-only.txt"
+    secret.write_text("root's secret\n")
+    secret.chmod(0o600)
+    # the hub user rewrites the upgrade record it can write: "the backup" is a root-only file
+    record = [{"time": "2026-01-01T00:00:00Z", "from": OLD, "to": NEW, "from_env": str(base / "envs" / OLD),
+               "to_env": str(base / "envs" / NEW), "backup": str(secret)}]
+    upgrades = base / "state" / "upgrades.json"
+    as_user(hub_user, f"rm -f {upgrades} && printf '%s' '{json.dumps(record)}' > {upgrades}")
+    r = barehub("rollback", "--base", str(base), "--no-start")
+    db = base / "state" / "jupyterhub.sqlite"
+    assert b"root's secret" not in db.read_bytes(), "the rollback gave the hub user a root-only file as its db"
+    assert r.returncode == 0, r.stdout + r.stderr  # the real record, in records/, was rolled back
+    assert users(db) == ["alice"] and os.readlink(base / "hub") == f"envs/{OLD}"
+    # a record in records/ naming a backup elsewhere is refused too
+    assert install(base, NEW).returncode == 0
+    recs = json.loads((base / "records" / "upgrades.json").read_text())
+    recs[-1]["backup"] = str(secret)
+    (base / "records" / "upgrades.json").write_text(json.dumps(recs))
+    r = barehub("rollback", "--base", str(base), "--no-start")
+    assert r.returncode == 1 and f"{secret} that" in r.stderr and "is not in" in r.stderr, r.stdout + r.stderr
+    assert os.readlink(base / "hub") == f"envs/{NEW}"
+
+
 def test_upgrade_refuses_a_backups_link_the_hub_user_planted(top, hub_user):
     base = upgraded_base(top, hub_user)
     victim, before = victim_dir(top)

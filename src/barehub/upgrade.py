@@ -100,10 +100,11 @@ def trusted_env(layout: Layout, recorded: object) -> Path:
     Root runs its bin/python: a path anywhere else, a link, or an env another
     user owns or may write is refused.
     """
-    path = Path(str(recorded or ""))
-    if path.parent != layout.envs or not envs.parse_version(path.name):
+    given = Path(str(recorded or ""))
+    if not (_same_dir(given.parent, layout.envs) and envs.parse_version(given.name)):
         raise UpgradeError(f"{layout.upgrades_file} names the environment {str(recorded)!r}, which is not "
                            f"{layout.envs}/<version>: root runs nothing from there. Nothing was changed.")
+    path = layout.env(given.name)  # only the version comes from the record
     if os.geteuid() == 0:
         for p in (layout.envs, path, path / "bin"):
             safefs.check_trusted(p, f"an environment root runs ({path})")
@@ -113,6 +114,20 @@ def trusted_env(layout: Layout, recorded: object) -> Path:
             raise UpgradeError(f"{py} leads out of its environment (to {real}): root runs nothing from there.")
         safefs.check_trusted(real, f"the python root runs ({py})")
     return path
+
+
+def _same_dir(recorded: Path, ours: Path) -> bool:
+    """The recorded directory is ours, spelt the same or through the same links (--base /opt/... or its target)."""
+    return recorded == ours or (recorded.is_absolute() and os.path.realpath(recorded) == os.path.realpath(ours))
+
+
+def recorded_backup(layout: Layout, recorded: object) -> Path:
+    """The db backup a record names, as state/backups/<name>: never a path elsewhere."""
+    given = Path(str(recorded))
+    if not _same_dir(given.parent, layout.backups) or given.name.startswith(".") or not given.name:
+        raise UpgradeError(f"the database backup {given} that {layout.upgrades_file} names is not in "
+                           f"{layout.backups}/: not rolling back. Nothing was changed.")
+    return layout.backups / given.name
 
 
 def backups_dir(layout: Layout) -> Path:
@@ -176,8 +191,7 @@ def restore_db(layout: Layout, backup: Path) -> None:
 
     No link is followed, whether planted as the backup, the db or a temporary file.
     """
-    if backup.parent != layout.backups or backup.name.startswith("."):
-        raise UpgradeError(f"the database backup {backup} is not in {layout.backups}/: not restoring it.")
+    backup = recorded_backup(layout, backup)
     data = safefs.read_bytes(layout.base, backup)
     st = safefs.lstat(layout.base, layout.db_file)
     if st is not None and stat.S_ISREG(st.st_mode):
@@ -402,7 +416,7 @@ def rollback(layout: Layout, *, no_start: bool = False, say: Callable[[str], Non
     if not (old_env / "bin" / "python").exists():
         raise UpgradeError(f"cannot roll back to {old_env}: it is gone (pruned or removed). Install barehub "
                            f"{rec.get('from')} again with its installer instead.")
-    backup = Path(rec["backup"]) if rec.get("backup") else None
+    backup = recorded_backup(layout, rec["backup"]) if rec.get("backup") else None
     if backup is not None and safefs.lstat(layout.base, backup) is None:
         raise UpgradeError(f"the database backup {backup} of that upgrade is missing: not rolling back.")
     py = str(old_env / "bin" / "python")
