@@ -47,14 +47,14 @@ def top():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def barehub(*args: str, umask: int | None = None) -> subprocess.CompletedProcess[str]:
+def barehub(*args: str, umask: int | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """`barehub ...` as root, from this checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAREHUB_")}
     env["PYTHONPATH"] = str(REPO / "src")
     # JupyterHub migrates a database with the `alembic` command of its environment
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     return subprocess.run([sys.executable, "-m", "barehub", *args], capture_output=True, text=True, env=env,
-                          timeout=180, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+                          timeout=timeout, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
 
 
 def as_user(user: pwd.struct_passwd, script: str) -> subprocess.CompletedProcess[str]:
@@ -129,6 +129,19 @@ def test_reinstall_does_not_follow_links_the_hub_user_planted_in_state(top, hub_
     assert not (victim / "secret").exists()
     unchanged(victim, before)
     assert (victim / "file").read_text() == "root's\n"
+
+
+def test_a_fifo_the_hub_user_planted_does_not_hang_install(top, hub_user):
+    """root reads what it renders before replacing it: a FIFO there (rules/ is the user's) must not block."""
+    base = hub_base(top, hub_user)
+    rules = base / "state" / "proxy" / "rules"
+    as_user(hub_user, f"cd {rules} && rm -f barehub-tls.toml && mkfifo barehub-tls.toml")
+    (base / "barehub.toml").write_text(f'[hub]\nuser = "{hub_user.pw_name}"\n\n[https]\nmode = "letsencrypt"\n'
+                                       'domains = ["hub.example.org"]\nemail = "admin@example.org"\n')
+    r = barehub("install", "--base", str(base), "--prefix", str(base / "envs" / version()), "--no-start",
+                timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert stat.S_ISREG((rules / "barehub-tls.toml").lstat().st_mode)
 
 
 def test_render_proxy_does_not_remove_or_write_through_links_in_state(top, hub_user):
