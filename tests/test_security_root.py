@@ -142,6 +142,12 @@ def test_a_fifo_the_hub_user_planted_does_not_hang_install(top, hub_user):
                 timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
     assert stat.S_ISREG((rules / "barehub-tls.toml").lstat().st_mode)
+    # nor FIFOs as its secret and its database, for the check root runs (the gate reads both)
+    as_user(hub_user, f"cd {base}/state && rm proxy_api_password && mkfifo proxy_api_password "
+                      f"&& mkfifo jupyterhub.sqlite")
+    r = barehub("check", "--base", str(base), timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"warning: {base}/state/jupyterhub.sqlite: is not a regular file" in r.stdout
 
 
 def test_render_proxy_does_not_remove_or_write_through_links_in_state(top, hub_user):
