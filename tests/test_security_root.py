@@ -209,6 +209,13 @@ def test_rollback_never_runs_an_environment_the_hub_user_recorded(top, hub_user)
     r = barehub("rollback", "--base", str(base), "--no-start")
     assert r.returncode == 1 and f"{old / 'bin'}" in r.stderr and HUB_USER in r.stderr, r.stderr
     assert os.readlink(base / "hub") == f"envs/{version()}"
+    # its python may link elsewhere (a venv's does), but not to what the hub user can change
+    os.chown(old / "bin", 0, -1)
+    (old / "bin" / "python").unlink()
+    (old / "bin" / "python").symlink_to(env / "bin" / "python")
+    r = barehub("rollback", "--base", str(base), "--no-start")
+    assert r.returncode == 1 and f"the python root runs ({old / 'bin' / 'python'})" in r.stderr, r.stderr
+    assert HUB_USER in r.stderr and marker.read_text() == ""
 
 
 # ------------------------------------------------------------------ 3. the database: backup, upgrade-db, restore
