@@ -47,12 +47,14 @@ def top():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def barehub(*args: str, umask: int | None = None) -> subprocess.CompletedProcess[str]:
+def barehub(*args: str, umask: int | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """`barehub ...` as root, from this checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAREHUB_")}
     env["PYTHONPATH"] = str(REPO / "src")
+    # JupyterHub migrates a database with the `alembic` command of its environment
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     return subprocess.run([sys.executable, "-m", "barehub", *args], capture_output=True, text=True, env=env,
-                          timeout=180, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+                          timeout=timeout, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
 
 
 def as_user(user: pwd.struct_passwd, script: str) -> subprocess.CompletedProcess[str]:
@@ -129,6 +131,41 @@ def test_reinstall_does_not_follow_links_the_hub_user_planted_in_state(top, hub_
     assert (victim / "file").read_text() == "root's\n"
 
 
+def test_a_fifo_the_hub_user_planted_does_not_hang_install(top, hub_user):
+    """root reads what it renders before replacing it: a FIFO there (rules/ is the user's) must not block."""
+    base = hub_base(top, hub_user)
+    rules = base / "state" / "proxy" / "rules"
+    as_user(hub_user, f"cd {rules} && rm -f barehub-tls.toml && mkfifo barehub-tls.toml")
+    (base / "barehub.toml").write_text(f'[hub]\nuser = "{hub_user.pw_name}"\n\n[https]\nmode = "letsencrypt"\n'
+                                       'domains = ["hub.example.org"]\nemail = "admin@example.org"\n')
+    r = barehub("install", "--base", str(base), "--prefix", str(base / "envs" / version()), "--no-start",
+                timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert stat.S_ISREG((rules / "barehub-tls.toml").lstat().st_mode)
+    # nor FIFOs as its secret and its database, for the check root runs (the gate reads both)
+    as_user(hub_user, f"cd {base}/state && rm proxy_api_password && mkfifo proxy_api_password "
+                      f"&& mkfifo jupyterhub.sqlite")
+    r = barehub("check", "--base", str(base), timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"warning: {base}/state/jupyterhub.sqlite: is not a regular file" in r.stdout
+
+
+def test_render_proxy_does_not_remove_or_write_through_links_in_state(top, hub_user):
+    base = hub_base(top, hub_user)
+    victim, before = victim_dir(top)
+    (victim / "key.pem").write_text("root's key\n")
+    state = base / "state"
+    # render-proxy removes the TLS copies HTTPS no longer needs: through a link, root's own files
+    as_user(hub_user, f"cd {state} && mv proxy proxy.mine && mkdir evil && ln -s {victim} evil/tls "
+                      f"&& ln -s {victim} evil/rules && ln -s {state}/evil proxy")
+    r = barehub("render-proxy", "--base", str(base))
+    assert (victim / "key.pem").read_text() == "root's key\n", "render-proxy removed a file through a link"
+    assert sorted(p.name for p in victim.iterdir()) == ["file", "key.pem"]
+    unchanged(victim, before)
+    assert r.returncode == 1 and f"{state / 'proxy'} is a symbolic link" in r.stderr, r.stdout + r.stderr
+    assert "traefik keeps its last good configuration" in r.stderr
+
+
 # ------------------------------------------------------------------ 2. rollback runs no path the user recorded
 
 
@@ -172,6 +209,13 @@ def test_rollback_never_runs_an_environment_the_hub_user_recorded(top, hub_user)
     r = barehub("rollback", "--base", str(base), "--no-start")
     assert r.returncode == 1 and f"{old / 'bin'}" in r.stderr and HUB_USER in r.stderr, r.stderr
     assert os.readlink(base / "hub") == f"envs/{version()}"
+    # its python may link elsewhere (a venv's does), but not to what the hub user can change
+    os.chown(old / "bin", 0, -1)
+    (old / "bin" / "python").unlink()
+    (old / "bin" / "python").symlink_to(env / "bin" / "python")
+    r = barehub("rollback", "--base", str(base), "--no-start")
+    assert r.returncode == 1 and f"the python root runs ({old / 'bin' / 'python'})" in r.stderr, r.stderr
+    assert HUB_USER in r.stderr and marker.read_text() == ""
 
 
 # ------------------------------------------------------------------ 3. the database: backup, upgrade-db, restore
@@ -185,17 +229,33 @@ def upgraded_base(top: Path, hub_user: pwd.struct_passwd) -> Path:
     return base
 
 
-def test_upgrade_db_does_not_chmod_through_links_next_to_the_database(top, hub_user):
+def test_upgrade_db_migrates_a_private_copy_and_follows_no_link(top, hub_user):
     base = upgraded_base(top, hub_user)
     victim, _ = victim_dir(top)
     vfile = victim / "file"
     vbefore = vfile.stat()
-    # what upgrade_db makes private (jupyterhub's own copies: jupyterhub.sqlite.*)
+    db = base / "state" / "jupyterhub.sqlite"
+    # the database one migration behind (JupyterHub's last one adds spawners.display_name)
+    with sqlite3.connect(db) as c:
+        c.execute("alter table spawners drop column display_name")
+        c.execute("update alembic_version set version_num = 'ff1860e38070'")
+    c.close()
+    # what the old code made private by name (jupyterhub's own copies: jupyterhub.sqlite.*)
     as_user(hub_user, f"ln -s {vfile} {base}/state/jupyterhub.sqlite.planted")
     r = install(base, NEW)
     unchanged(vfile, vbefore)
     assert r.returncode == 0, r.stdout + r.stderr
     assert os.readlink(base / "hub") == f"envs/{NEW}"
+    with sqlite3.connect(db) as c:
+        assert c.execute("select version_num from alembic_version").fetchall() == [("f460b0348206",)]
+        assert "display_name" in [row[1] for row in c.execute("pragma table_info(spawners)")]
+    c.close()
+    assert users(db) == ["alice"]
+    st = db.lstat()
+    assert stat.S_ISREG(st.st_mode) and (st.st_uid, stat.S_IMODE(st.st_mode)) == (hub_user.pw_uid, 0o644)
+    # JupyterHub's own backup copy was made beside the private copy, not by root in state/
+    assert sorted(p.name for p in (base / "state").iterdir() if p.name.startswith("jupyterhub.sqlite.")) == [
+        "jupyterhub.sqlite.planted"]
 
 
 def test_rollback_restores_the_database_without_following_planted_links(top, hub_user):
@@ -212,13 +272,59 @@ def test_rollback_restores_the_database_without_following_planted_links(top, hub
     as_user(hub_user, f"ln -s {vfile} {state}/.jupyterhub.sqlite.restore")
     r = barehub("rollback", "--base", str(base), "--no-start")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert vfile.read_text() == "root's\n", "the restore wrote through the planted link"
+    assert vfile.read_bytes() == b"root's\n", "the restore wrote through the planted link"
     unchanged(vfile, vbefore)
     unchanged(victim, before)
     db = state / "jupyterhub.sqlite"
     assert not db.is_symlink() and users(db) == ["alice"]
     st = db.stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (hub_user.pw_uid, 0o644)  # the db's owner and mode kept
+
+
+def test_upgrade_never_migrates_a_database_the_hub_user_linked_to(top, hub_user):
+    base = upgraded_base(top, hub_user)
+    victim = top / "root-only.sqlite"
+    with sqlite3.connect(victim) as c:
+        c.execute("create table secrets (v text)")
+        c.execute("insert into secrets values ('root only')")
+    c.close()
+    victim.chmod(0o600)
+    before = victim.read_bytes()
+    state = base / "state"
+    as_user(hub_user, f"cd {state} && mv jupyterhub.sqlite mine.sqlite && ln -s {victim} jupyterhub.sqlite")
+    r = install(base, NEW)
+    assert victim.read_bytes() == before, "root's upgrade-db wrote to the database the hub user linked to"
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{state / 'jupyterhub.sqlite'} is a symbolic link" in r.stderr
+    assert os.readlink(base / "hub") == f"envs/{OLD}"
+    backups = state / "backups"
+    assert not any(b"root only" in p.read_bytes() for p in backups.iterdir()) if backups.exists() else True
+
+
+def test_rollback_restores_no_file_the_hub_user_named_as_the_backup(top, hub_user):
+    base = upgraded_base(top, hub_user)
+    assert install(base, NEW).returncode == 0
+    secret = top / "root-only.txt"
+    secret.write_text("root's secret\n")
+    secret.chmod(0o600)
+    # the hub user rewrites the upgrade record it can write: "the backup" is a root-only file
+    record = [{"time": "2026-01-01T00:00:00Z", "from": OLD, "to": NEW, "from_env": str(base / "envs" / OLD),
+               "to_env": str(base / "envs" / NEW), "backup": str(secret)}]
+    upgrades = base / "state" / "upgrades.json"
+    as_user(hub_user, f"rm -f {upgrades} && printf '%s' '{json.dumps(record)}' > {upgrades}")
+    r = barehub("rollback", "--base", str(base), "--no-start")
+    db = base / "state" / "jupyterhub.sqlite"
+    assert b"root's secret" not in db.read_bytes(), "the rollback gave the hub user a root-only file as its db"
+    assert r.returncode == 0, r.stdout + r.stderr  # the real record, in records/, was rolled back
+    assert users(db) == ["alice"] and os.readlink(base / "hub") == f"envs/{OLD}"
+    # a record in records/ naming a backup elsewhere is refused too
+    assert install(base, NEW).returncode == 0
+    recs = json.loads((base / "records" / "upgrades.json").read_text())
+    recs[-1]["backup"] = str(secret)
+    (base / "records" / "upgrades.json").write_text(json.dumps(recs))
+    r = barehub("rollback", "--base", str(base), "--no-start")
+    assert r.returncode == 1 and f"{secret} that" in r.stderr and "is not in" in r.stderr, r.stdout + r.stderr
+    assert os.readlink(base / "hub") == f"envs/{NEW}"
 
 
 def test_upgrade_refuses_a_backups_link_the_hub_user_planted(top, hub_user):
@@ -274,7 +380,7 @@ def test_a_base_below_a_directory_others_may_write_is_refused(top, hub_user):
     base = hub_base(shared, hub_user)
     marker = fresh_marker(top)
     shared.chmod(0o777)  # not sticky: anyone may swap the base for their own
-    as_user(hub_user, f"cd {shared} && mv barehub theirs && mkdir -p barehub/jupyterhub_config.d")
+    as_user(hub_user, f"cd {shared} && mv barehub theirs && mkdir -p barehub/jupyterhub_config.d && touch barehub/barehub.toml")
     evil_config_d(hub_user, base / "jupyterhub_config.d", marker, replace=False)
     r = barehub("check", "--base", str(base))
     assert marker.read_text() == "", "root ran a config.d file of a base another user swapped in"
@@ -338,9 +444,10 @@ MODES = {".": 0o755, "barehub.toml": 0o644, "jupyterhub_config.d": 0o755, "jupyt
 @pytest.mark.parametrize("umask", [0o000, 0o077])
 def test_install_sets_every_mode_whatever_the_umask(top, hub_user, umask):
     prefix = fake_prefix(top / "env-holder")  # outside the base: install creates the base itself
-    base = top / "barehub"
+    base = top / "srv" / "barehub"  # and the directory above it
     r = barehub("install", "--base", str(base), "--prefix", str(prefix), "--no-start", umask=umask)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert stat.S_IMODE(base.parent.stat().st_mode) == 0o755
     got = {rel: stat.S_IMODE((base / rel).lstat().st_mode) for rel in MODES}
     assert got == MODES, {rel: oct(m) for rel, m in got.items() if m != MODES[rel]}
     # traefik (the proxy user) can read its static configuration

@@ -506,7 +506,7 @@ class HubCheck:
 
         c = Config()
         try:
-            api_password = self.layout.proxy_api_password.read_text().strip()
+            api_password = safefs.read_bytes(self.layout.base, self.layout.proxy_api_password).decode().strip()
         except OSError:
             api_password = "not-yet-created"  # a first install: written before the hub starts
         hubconfig.base_config(self.layout, c, current=self.s, api_password=api_password)
@@ -647,7 +647,12 @@ class HubCheck:
                 self.report.warning(str(self.layout.state), "this user cannot read state/: users, groups and "
                                     "roles were checked against a new, empty database, not the live one",
                                     "run `barehub check` as root or as the hub's user for the full check")
-            if live.exists():
+            planted = live == self.layout.db_file and live.is_symlink() or (
+                live.exists() and not live.is_file())
+            if planted:  # a link or a FIFO where the hub keeps its db: never opened by root
+                self.report.warning(str(live), "is not a regular file: users, groups and roles were checked "
+                                    "against a new, empty database", f"look at it: `ls -la {live.parent}`")
+            elif live.exists():
                 render.sqlite_copy(live, copy)
             elif live != self.layout.db_file and not live.parent.is_dir():  # state/ is made by install
                 raise ValueError(f"the database's directory {live.parent} does not exist (db_url {url!r})")

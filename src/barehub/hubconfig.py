@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from barehub import proxy, render, safefs, settings
+from barehub import proxy, safefs, settings
 from barehub.layout import Layout
 
 
@@ -118,8 +118,8 @@ def base_config(layout: Layout, c: Any, *, current: settings.Settings | None = N
     written it, a stand-in for the proxy's API password.
     """
     s = current if current is not None else settings.load(layout.settings_file)
-    if api_password is None:
-        api_password = layout.proxy_api_password.read_text().strip()
+    if api_password is None:  # read without following a link (root reads it too, in upgrade-db)
+        api_password = safefs.read_bytes(layout.base, layout.proxy_api_password).decode().strip()
 
     c.JupyterHub.db_url = f"sqlite:///{layout.db_file}"
     c.JupyterHub.cookie_secret_file = str(layout.cookie_secret)
@@ -179,7 +179,8 @@ def record_applied(layout: Layout) -> None:
     """
     s = settings.load(layout.settings_file)
     try:
-        render.write_atomic(layout.hub_applied, json.dumps(proxy.hub_facing(layout, s), indent=1) + "\n", 0o644)
+        safefs.write_atomic(layout.base, layout.hub_applied,
+                            json.dumps(proxy.hub_facing(layout, s), indent=1) + "\n", 0o644)
     except OSError:
         pass  # advisory only: never stop the hub for it
 

@@ -232,8 +232,15 @@ def group_id(name: str) -> int:
 
 
 def _mkdir(path: Path, mode: int) -> None:
-    """A directory root owns (the base, jupyterhub_config.d/): mode set explicitly, whatever the umask."""
-    path.mkdir(parents=True, exist_ok=True)
+    """A directory root owns (the base, jupyterhub_config.d/): mode set explicitly, whatever the umask.
+
+    Missing directories above it are made 755 (not 777 under umask 000, which the next
+    root-run command would refuse as a world-writable parent of the base).
+    """
+    for parent in reversed([p for p in path.parents if not p.exists()]):
+        parent.mkdir(exist_ok=True)
+        os.chmod(parent, 0o755)
+    path.mkdir(exist_ok=True)
     os.chmod(path, mode)
 
 

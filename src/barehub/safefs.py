@@ -80,7 +80,9 @@ def opendir(base: Path, path: Path, *, create: int | None = None) -> Iterator[in
                 try:
                     os.mkdir(part, 0o700, dir_fd=fd)
                     made = True
-                except FileExistsError:
+                except OSError as e:  # exists, or a read-only mount (render-proxy's sandbox)
+                    if e.errno not in (errno.EEXIST, errno.EROFS, errno.EACCES, errno.EPERM):
+                        raise
                     made = False
             nfd = _open_dir_at(fd, part, Path(base).joinpath(*rel.parts[: i + 1]))
             if create is not None and made:
@@ -243,8 +245,8 @@ def _owner(uid: int) -> str:
 def _refuse(path: Path, st: os.stat_result, what: str, why: str) -> UnsafePath:
     mode = stat.filemode(st.st_mode)
     return UnsafePath(
-        f"{path} ({what}) is owned by {_owner(st.st_uid)} with mode {mode}: {why}, so a root-run "
-        f"barehub command would trust files another user can change. Fix: `chown root:root {path}` "
+        f"{path} ({what}) is owned by {_owner(st.st_uid)}, mode {mode}: {why}, so a root-run "
+        f"barehub command would trust what another user can change. Fix: `chown root:root {path}` "
         f"and `chmod go-w {path}` (or choose a path only root can change). Nothing was changed.", path)
 
 
@@ -297,7 +299,7 @@ def check_trusted(path: Path, what: str, *, link_ok: bool = False) -> None:
 def _check_component(p: Path, st: os.stat_result, what: str, *, final: bool) -> None:
     label = what if final else f"above {what}"
     if st.st_uid != 0:
-        raise _refuse(p, st, label, "it is not owned by root")
+        raise _refuse(p, st, label, "only root may own it")
     if st.st_mode & 0o022:
         if final or not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
             raise _refuse(p, st, label, "others than root may write to it")

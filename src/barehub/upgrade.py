@@ -20,11 +20,12 @@ import stat
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import barehub
 from barehub import envs, gate, install, safefs, settings, systemd
@@ -99,19 +100,32 @@ def trusted_env(layout: Layout, recorded: object) -> Path:
     Root runs its bin/python: a path anywhere else, a link, or an env another
     user owns or may write is refused.
     """
-    path = Path(str(recorded or ""))
-    if path.parent != layout.envs or not envs.parse_version(path.name):
+    given = Path(str(recorded or ""))
+    if not (_same_dir(given.parent, layout.envs) and envs.parse_version(given.name)):
         raise UpgradeError(f"{layout.upgrades_file} names the environment {str(recorded)!r}, which is not "
                            f"{layout.envs}/<version>: root runs nothing from there. Nothing was changed.")
+    path = layout.env(given.name)  # only the version comes from the record
     if os.geteuid() == 0:
         for p in (layout.envs, path, path / "bin"):
             safefs.check_trusted(p, f"an environment root runs ({path})")
+        # a venv's python links to the system's: wherever the links lead, only root may change it
         py = path / "bin" / "python"
-        real = Path(os.path.realpath(py))
-        if not real.is_relative_to(os.path.realpath(path)):
-            raise UpgradeError(f"{py} leads out of its environment (to {real}): root runs nothing from there.")
-        safefs.check_trusted(real, f"the python root runs ({py})")
+        safefs.check_trusted(py, f"the python root runs ({py})", link_ok=True)
     return path
+
+
+def _same_dir(recorded: Path, ours: Path) -> bool:
+    """The recorded directory is ours, spelt the same or through the same links (--base /opt/... or its target)."""
+    return recorded == ours or (recorded.is_absolute() and os.path.realpath(recorded) == os.path.realpath(ours))
+
+
+def recorded_backup(layout: Layout, recorded: object) -> Path:
+    """The db backup a record names, as state/backups/<name>: never a path elsewhere."""
+    given = Path(str(recorded))
+    if not _same_dir(given.parent, layout.backups) or given.name.startswith(".") or not given.name:
+        raise UpgradeError(f"the database backup {given} that {layout.upgrades_file} names is not in "
+                           f"{layout.backups}/: not rolling back. Nothing was changed.")
+    return layout.backups / given.name
 
 
 def backups_dir(layout: Layout) -> Path:
@@ -120,34 +134,44 @@ def backups_dir(layout: Layout) -> Path:
     return layout.backups
 
 
-def copy_db(layout: Layout, src: Path, dst: Path) -> None:
-    """A consistent copy of the sqlite db `src` (in state/) at `dst`, mode 600, written then renamed.
+def private_copy(layout: Layout, src: Path, private: Path) -> Path:
+    """A consistent copy of the sqlite db `src` (in state/) in `private`, a directory only root reaches.
 
-    Both live below state/, which the hub's user may fill with links: the
-    database (and its journal or write-ahead log) is read without following
-    links into a directory only root can reach, copied there with sqlite's
-    backup API, and the copy written back through a directory descriptor.
+    state/ is the hub user's, who may fill it with links: the database (and its
+    journal or write-ahead log) is read without following links, then copied
+    with sqlite's backup API where nobody else can plant anything.
     """
-    with tempfile.TemporaryDirectory(prefix="barehub-db-") as tmp:
-        private = Path(tmp)
-        os.chmod(private, 0o700)
-        copied = private / "db.sqlite"
-        for suffix in ("", "-journal", "-wal"):
-            try:
-                data = safefs.read_bytes(layout.base, src.with_name(src.name + suffix))
-            except FileNotFoundError:
-                continue
-            (private / f"{copied.name}{suffix}").write_bytes(data)
-        out = private / "copy.sqlite"
-        s = sqlite3.connect(copied)  # read-write: a hot journal is rolled back in the private copy
+    raw = private / "raw.sqlite"
+    for suffix in ("", "-journal", "-wal"):
         try:
-            d = sqlite3.connect(out)
-            try:
-                s.backup(d)
-            finally:
-                d.close()
+            data = safefs.read_bytes(layout.base, src.with_name(src.name + suffix))
+        except FileNotFoundError:
+            continue
+        (private / f"{raw.name}{suffix}").write_bytes(data)
+    out = private / src.name
+    s = sqlite3.connect(raw)  # read-write: a hot journal is rolled back in the private copy
+    try:
+        d = sqlite3.connect(out)
+        try:
+            s.backup(d)
         finally:
-            s.close()
+            d.close()
+    finally:
+        s.close()
+    return out
+
+
+@contextmanager
+def _private_dir(what: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=f"barehub-{what}-") as tmp:
+        os.chmod(tmp, 0o700)
+        yield Path(tmp)
+
+
+def copy_db(layout: Layout, src: Path, dst: Path) -> None:
+    """A consistent copy of the sqlite db `src` at `dst` (both in state/), mode 600, written then renamed."""
+    with _private_dir("db") as private:
+        out = private_copy(layout, src, private)
         safefs.write_atomic(layout.base, dst, out.read_bytes(), 0o600)
 
 
@@ -165,8 +189,7 @@ def restore_db(layout: Layout, backup: Path) -> None:
 
     No link is followed, whether planted as the backup, the db or a temporary file.
     """
-    if backup.parent != layout.backups or backup.name.startswith("."):
-        raise UpgradeError(f"the database backup {backup} is not in {layout.backups}/: not restoring it.")
+    backup = recorded_backup(layout, backup)
     data = safefs.read_bytes(layout.base, backup)
     st = safefs.lstat(layout.base, layout.db_file)
     if st is not None and stat.S_ISREG(st.st_mode):
@@ -391,7 +414,7 @@ def rollback(layout: Layout, *, no_start: bool = False, say: Callable[[str], Non
     if not (old_env / "bin" / "python").exists():
         raise UpgradeError(f"cannot roll back to {old_env}: it is gone (pruned or removed). Install barehub "
                            f"{rec.get('from')} again with its installer instead.")
-    backup = Path(rec["backup"]) if rec.get("backup") else None
+    backup = recorded_backup(layout, rec["backup"]) if rec.get("backup") else None
     if backup is not None and safefs.lstat(layout.base, backup) is None:
         raise UpgradeError(f"the database backup {backup} of that upgrade is missing: not rolling back.")
     py = str(old_env / "bin" / "python")
@@ -438,17 +461,36 @@ def rollback(layout: Layout, *, no_start: bool = False, say: Callable[[str], Non
 
 
 def upgrade_db(layout: Layout, prefix: Path, say: Callable[[str], None]) -> None:
-    """`jupyterhub upgrade-db` with the new env, against the hub's own configuration."""
+    """`jupyterhub upgrade-db` with the new env, against the hub's own configuration.
+
+    It runs as root and state/ is the hub user's: the database is migrated as a
+    copy in a directory only root reaches (JupyterHub's own backup copy lands
+    there too, beside the upgrade's backup in state/backups/), then written back
+    through a directory descriptor with the db's owner and mode. A database the
+    configuration moves elsewhere (another db_url) is upgraded where it is.
+    """
     config = Path(barehub.__file__).resolve().parent / "jupyterhub_config.py"
-    cmd = [str(prefix / "bin" / "python"), "-m", "jupyterhub", "upgrade-db", f"--config={config}"]
-    env = {**os.environ, "BAREHUB_BASE": str(layout.base)}
-    r = subprocess.run(cmd, cwd=layout.state, env=env, capture_output=True, text=True)
-    if r.returncode:
-        raise UpgradeError(f"`{' '.join(cmd)}` failed:\n{_tail(r.stderr or r.stdout, 20)}")
-    # jupyterhub keeps its own copy next to the db when it migrates: keep it private
-    # (fchmod on regular files opened without following links: state/ is the hub user's)
-    names = [n for n in safefs.listdir(layout.base, layout.state) if n.startswith(f"{layout.db_file.name}.")]
-    safefs.chmod_files(layout.base, layout.state, names, 0o600)
+    st = safefs.lstat(layout.base, layout.db_file)
+    if st is None or not stat.S_ISREG(st.st_mode):
+        raise UpgradeError(f"{layout.db_file} is not a regular file: not upgrading it. Look at it "
+                           f"(`ls -la {layout.state}`).")
+    with _private_dir("upgrade-db") as private:
+        db = private_copy(layout, layout.db_file, private)
+        wrapper = private / "jupyterhub_config.py"
+        wrapper.write_text(
+            f"# barehub upgrade-db: the hub's configuration, with the database copy in {private}\n"
+            f"load_subconfig({str(config)!r})\n"
+            f"if c.JupyterHub.db_url == {f'sqlite:///{layout.db_file}'!r}:\n"
+            f"    c.JupyterHub.db_url = {f'sqlite:///{db}'!r}\n")
+        cmd = [str(prefix / "bin" / "python"), "-m", "jupyterhub", "upgrade-db", f"--config={wrapper}"]
+        env = {**os.environ, "BAREHUB_BASE": str(layout.base)}
+        r = subprocess.run(cmd, cwd=private, env=env, capture_output=True, text=True)
+        if r.returncode:
+            raise UpgradeError(f"`{' '.join(cmd)}` failed:\n{_tail(r.stderr or r.stdout, 20)}")
+        if safefs.write_atomic(layout.base, layout.db_file, db.read_bytes(), stat.S_IMODE(st.st_mode),
+                               st.st_uid, st.st_gid):
+            for suffix in ("-journal", "-wal", "-shm"):  # merged into the copy written back
+                safefs.unlink(layout.base, layout.db_file.with_name(layout.db_file.name + suffix))
 
 
 # ------------------------------------------------------------------ the upgrade
