@@ -1,0 +1,91 @@
+"""Internal ports no local user can squat, and the non-root hub.
+
+The hub's API port and traefik's API port only ever have barehub's own
+services listening on them. A local user who binds one first (while the
+service restarts, or before it starts) gets the hub's traffic, logins
+included, or is sent traefik's API password by the hub. The defaults are
+below 1024, so only root (or a service given CAP_NET_BIND_SERVICE) can bind
+them; the attacks here run as a real unprivileged user.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from barehub import gate, settings
+from barehub.layout import Layout
+from conftest import require_root
+from helpers import local_user
+
+ATTACKER = "bhsquatter"
+OLD_DEFAULTS = {"hub.port": 8081, "proxy.api_port": 8099}
+
+# Run as the attacker: try to listen on 127.0.0.1:PORT; print the errno name, or "bound".
+BIND = """
+import errno, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.listen()
+    print("bound")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+"""
+
+
+@pytest.fixture(scope="module")
+def attacker():
+    require_root()
+    with local_user(ATTACKER) as name:
+        yield name
+
+
+def bind_as(user: str, port: int) -> str:
+    # the system python (not the test venv, which may sit under a mode-700 home)
+    r = subprocess.run(["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--inh-caps=-all",
+                        "/usr/bin/python3", "-c", BIND, str(port)],
+                       capture_output=True, text=True, timeout=30, cwd="/")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+@pytest.mark.parametrize("key", settings.INTERNAL_PORTS)
+def test_a_local_user_cannot_squat_the_default_internal_ports(attacker, key):
+    port = settings.Settings.defaults()[key]
+    if settings.unprivileged_port_start() <= port:
+        pytest.fail(f"net.ipv4.ip_unprivileged_port_start is {settings.unprivileged_port_start()} here: "
+                    "every port is unprivileged and the test cannot show anything")
+    assert bind_as(attacker, port) == "EACCES", f"{ATTACKER} could listen on {key}'s default port {port}"
+
+
+@pytest.mark.parametrize("key", settings.INTERNAL_PORTS)
+def test_the_old_default_ports_could_be_squatted(attacker, key):
+    """What the check above guards against: the old defaults were open to any user."""
+    assert bind_as(attacker, OLD_DEFAULTS[key]) in ("bound", "EADDRINUSE")  # in use: by someone, not refused
+
+
+def test_check_warns_about_squattable_internal_ports(tmp_path):
+    s = settings.parse("[proxy]\napi_port = 8099\n\n[hub]\nport = 8081\n")
+    warnings = settings.squattable_ports(s, 1024)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("hub.port = 8081: any local user may listen on port 8081")
+    assert "logins included" in warnings[0] and "Use a port below 1024 (default: 81)" in warnings[0]
+    assert "proxy.api_port = 8099" in warnings[1] and "API password" in warnings[1]
+    assert settings.squattable_ports(settings.Settings.defaults(), 1024) == []
+    # a host where every port is unprivileged (ip_unprivileged_port_start = 0, as in many containers)
+    assert len(settings.squattable_ports(settings.Settings.defaults(), 0)) == 2
+    # the gate (barehub check, install, upgrade) reports them as warnings, naming barehub.toml
+    layout = Layout.at(tmp_path / "barehub")
+    report = gate.Report()
+    gate.check_settings_files(layout, s, report, ports=False, root=True)
+    assert [w.where for w in report.warnings] == [str(layout.settings_file)] * 2 and report.ok
+
+
+def test_sysctl_is_read(tmp_path):
+    (tmp_path / "sys/net/ipv4").mkdir(parents=True)
+    (tmp_path / "sys/net/ipv4/ip_unprivileged_port_start").write_text("80\n")
+    assert settings.unprivileged_port_start(tmp_path) == 80
+    assert settings.unprivileged_port_start(tmp_path / "missing") == 1024
