@@ -10,14 +10,18 @@ them; the attacks here run as a real unprivileged user.
 
 from __future__ import annotations
 
+import pwd
+import sqlite3
+import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from barehub import gate, render, settings
 from barehub.layout import Layout
-from conftest import require_root
-from helpers import local_user, wait_for
+from conftest import fake_prefix, require_root
+from helpers import local_user, parse_unit, wait_for
 
 ATTACKER = "bhsquatter"
 OLD_DEFAULTS = {"hub.port": 8081, "proxy.api_port": 8099}
@@ -163,3 +167,83 @@ def test_a_backtick_in_a_user_name_cannot_take_other_paths(tmp_path):
         base.stop_traefik()
         hub.shutdown()
         server.shutdown()
+
+
+# ------------------------------------------------------------------ the non-root hub's files
+
+HUB_USER = "bhnonroot-hub"
+
+# Run as the hub's user: write a row into the database, read both secrets.
+AS_HUB = """
+import sqlite3, sys
+state = sys.argv[1]
+db = sqlite3.connect(state + "/jupyterhub.sqlite")
+db.execute("insert into t values ('written by the non-root hub')")
+db.commit()
+print(open(state + "/jupyterhub_cookie_secret").read().strip() != "",
+      open(state + "/proxy_api_password").read().strip() != "")
+"""
+
+
+def owner(path: Path) -> str:
+    return pwd.getpwuid(path.lstat().st_uid).pw_name
+
+
+def set_hub_user(base: Path, user: str) -> None:
+    toml = base / "barehub.toml"
+    lines = [line for line in toml.read_text().splitlines() if not line.startswith("user = ")]
+    i = lines.index("[hub]")
+    toml.write_text("\n".join(lines[:i + 1] + [f'user = "{user}"'] + lines[i + 1:]) + "\n")
+
+
+def test_switching_the_hub_user_keeps_the_database_and_moves_its_files(scratch, tmp_path):
+    from barehub.install import InstallError, install
+
+    require_root()
+    base = scratch / "switch-hub-user"  # a path the hub's user can reach (tmp_path is mode 700)
+    prefix = fake_prefix(base)
+    lay = Layout.at(base)
+    quiet = []
+    assert install(base, prefix, no_start=True, environ={}, say=quiet.append) == 0
+    db = sqlite3.connect(lay.db_file)
+    db.execute("create table t (v text)")
+    db.execute("insert into t values ('written by the root hub')")
+    db.commit()
+    db.close()
+    lay.pid_file.write_text("1234\n")
+    hub_owned = [lay.state, lay.db_file, lay.pid_file, lay.cookie_secret, lay.proxy_api_password, lay.rules_dir]
+    assert {owner(p) for p in hub_owned} == {"root"}
+    try:
+        # root -> non-root: the user is created, and owns what the hub writes
+        set_hub_user(base, HUB_USER)
+        said = []
+        assert install(base, prefix, no_start=True, environ={}, say=said.append) == 0
+        assert f"created system user {HUB_USER}" in said
+        assert pwd.getpwnam(HUB_USER).pw_shell == "/usr/sbin/nologin"
+        assert {owner(p) for p in hub_owned} == {HUB_USER}
+        assert stat.S_IMODE(lay.cookie_secret.stat().st_mode) == 0o600
+        assert parse_unit(lay.hub_unit)["User"] == [HUB_USER]
+        r = subprocess.run(["setpriv", f"--reuid={HUB_USER}", f"--regid={HUB_USER}", "--init-groups",
+                            "/usr/bin/python3", "-c", AS_HUB, str(lay.state)],
+                           capture_output=True, text=True, cwd="/", timeout=30)
+        assert r.returncode == 0 and r.stdout.split() == ["True", "True"], r.stderr
+        # the hub's user plants a symlink where the next install changes owners: it is not followed
+        victim = tmp_path / "root-only"
+        victim.write_text("root's\n")
+        link = lay.pid_file
+        subprocess.run(["setpriv", f"--reuid={HUB_USER}", f"--regid={HUB_USER}", "--init-groups",
+                        "ln", "-sf", str(victim), str(link)], check=True, cwd="/")
+        with pytest.raises(InstallError, match=f"{link} is not a regular file"):
+            install(base, prefix, no_start=True, environ={}, say=quiet.append)
+        assert owner(victim) == "root"
+        # non-root -> root, once the link is gone: everything is root's again, the data kept
+        link.unlink()
+        lay.pid_file.write_text("1234\n")
+        set_hub_user(base, "root")
+        assert install(base, prefix, no_start=True, environ={}, say=quiet.append) == 0
+        assert {owner(p) for p in hub_owned} == {"root"}
+        assert parse_unit(lay.hub_unit)["User"] == ["root"]
+        rows = [v for (v,) in sqlite3.connect(lay.db_file).execute("select v from t")]
+        assert rows == ["written by the root hub", "written by the non-root hub"]
+    finally:
+        subprocess.run(["userdel", HUB_USER], capture_output=True)
