@@ -14,6 +14,7 @@ import pwd
 import sqlite3
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,33 @@ def test_switching_the_hub_user_keeps_the_database_and_moves_its_files(scratch, 
         assert rows == ["written by the root hub", "written by the non-root hub"]
     finally:
         subprocess.run(["userdel", HUB_USER], capture_output=True)
+
+
+def test_check_warns_that_systemdspawner_needs_a_root_hub(base):
+    """systemdspawner runs systemd-run for each server: with a non-root hub every spawn would fail."""
+    import os
+
+    from barehub.install import install
+    from helpers import REPO
+
+    wheel = next((REPO / "build" / "wheels").glob("jupyterhub_systemdspawner-*.whl"), None)
+    if wheel is None:
+        pytest.fail("no jupyterhub-systemdspawner wheel in build/wheels: run `make wheels`")
+    prefix = next((base / "envs").iterdir())
+    # nobody: an existing unprivileged user, so that nothing is created
+    assert install(base, prefix, no_start=True, environ={"BAREHUB_HUB_USER": "nobody"}, say=lambda _: None) == 0
+    conf = base / "jupyterhub_config.d" / "40-systemdspawner.py"
+    conf.write_text('c.JupyterHub.spawner_class = "systemdspawner.SystemdSpawner"\n')
+
+    def check() -> str:
+        env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{wheel}"}
+        r = subprocess.run([sys.executable, "-m", "barehub", "check", "--base", str(base)],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout + r.stderr
+
+    out = check()
+    assert f"{conf}:1" in out and "systemdspawner.SystemdSpawner, but the hub runs as 'nobody'" in out
+    assert "needs root" in out and 'set hub.user = "root"' in out
+    set_hub_user(base, "root")
+    assert "needs root" not in check()

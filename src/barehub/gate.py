@@ -598,6 +598,19 @@ class HubCheck:
         app = self.app
         for attr in ("authenticator_class", "spawner_class", "proxy_class"):
             getattr(app, attr)  # resolves (imports) a class given by name or entry point
+        self._root_only_spawner(app.spawner_class)
+
+    def _root_only_spawner(self, cls: type) -> None:
+        """systemdspawner runs `systemd-run` for each server, which only root may do (barehub sets no polkit)."""
+        user = self.s["hub.user"]
+        if user == "root" or not any(k.__module__.split(".")[0] == "systemdspawner" for k in cls.__mro__):
+            return
+        self.report.warning(
+            self.prov.where("JupyterHub", "spawner_class") or str(self.layout.settings_file),
+            f"c.JupyterHub.spawner_class is {cls.__module__}.{cls.__name__}, but the hub runs as {user!r} "
+            f"(hub.user in {self.layout.settings_file}): systemdspawner starts each server with systemd-run, "
+            "which needs root, so every spawn would fail",
+            'set hub.user = "root" in barehub.toml and run `barehub install` (docs/systemdspawner.md)')
 
     def _private_paths(self, tmp: Path) -> None:
         """The files start-up would write go to the private directory."""
