@@ -278,3 +278,52 @@ def test_check_warns_that_systemdspawner_needs_a_root_hub(base):
     assert "needs root" in out and 'set hub.user = "root"' in out
     set_hub_user(base, "root")
     assert "needs root" not in check()
+
+
+# ------------------------------------------------------------------ a non-root hub's sudo (Slurm)
+
+SUDO_HUB, SUDO_USER, SUDO_OTHER, SUDO_GROUP = "bhsudo-hub", "bhsudo-ada", "bhsudo-eve", "bhsudo-users"
+
+
+def test_the_slurm_sudoers_rule_is_all_a_non_root_hub_can_do():
+    """docs/slurm.md's rule: sbatch, squeue and scancel, as the Jupyter users; nothing else."""
+    import shutil
+
+    from barehub.install import ensure_system_user
+    from helpers import slurm_sudoers
+
+    require_root()
+    for tool in ("sudo", "visudo", "sbatch", "squeue", "scancel"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is missing (Debian packages sudo, slurm-client: `make apt-deps`)")
+    created = ensure_system_user(SUDO_HUB, lambda _: None, "barehub test hub")
+    subprocess.run(["groupadd", "-f", SUDO_GROUP], check=True)
+    try:
+        with local_user(SUDO_USER), local_user(SUDO_OTHER), slurm_sudoers(SUDO_HUB, SUDO_GROUP):
+            subprocess.run(["usermod", "-aG", SUDO_GROUP, SUDO_USER], check=True)
+            listed = subprocess.run(["sudo", "-n", "-l", "-U", SUDO_HUB], capture_output=True, text=True)
+            assert listed.returncode == 0, listed.stderr
+            rules = listed.stdout.split("may run the following commands on", 1)[1].splitlines()[1:]
+            assert [r.strip() for r in rules if r.strip()] == [
+                f"(%{SUDO_GROUP}) SETENV: NOPASSWD: /usr/bin/sbatch, /usr/bin/squeue, /usr/bin/scancel"]
+
+            def sudo(*argv: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(["setpriv", f"--reuid={SUDO_HUB}", f"--regid={SUDO_HUB}", "--init-groups",
+                                       "sudo", "-n", *argv], capture_output=True, text=True, cwd="/", timeout=30)
+
+            # squeue runs (as the user); with no Slurm configured on this host it then fails by itself
+            allowed = sudo("-E", "-u", SUDO_USER, "/usr/bin/squeue", "--version")
+            assert "sudo:" not in allowed.stderr and "squeue" in allowed.stdout + allowed.stderr, allowed.stderr
+            for argv in (["-u", SUDO_USER, "id"],                          # another command
+                         ["-u", SUDO_USER, "/bin/sh", "-c", "id"],
+                         ["-u", "root", "/usr/bin/squeue", "--version"],  # Slurm's command, as root
+                         ["/usr/bin/scancel", "--version"],                 # (root is the default)
+                         ["-u", SUDO_OTHER, "/usr/bin/squeue", "--version"],  # a user outside the group
+                         ["-u", SUDO_HUB, "/usr/bin/sbatch", "--version"]):
+                refused = sudo(*argv)
+                assert refused.returncode == 1 and refused.stdout == "", (argv, refused.stdout)
+                assert "password is required" in refused.stderr or "not allowed" in refused.stderr, refused.stderr
+    finally:
+        subprocess.run(["groupdel", SUDO_GROUP], capture_output=True)
+        if created:
+            subprocess.run(["userdel", SUDO_HUB], capture_output=True)
