@@ -213,3 +213,30 @@ def local_user(name: str):
         subprocess.run(["pkill", "-KILL", "-u", name], check=False)
         if created:
             subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def slurm_sudoers(hub_user: str, group: str):
+    """The Slurm example's sudoers rule (flavors/slurm/40-slurm.py.example), for hub_user and the
+    members of group, installed in /etc/sudoers.d as docs/slurm.md says (checked with visudo),
+    and removed afterwards."""
+    import re
+
+    text = (REPO / "flavors" / "slurm" / "40-slurm.py.example").read_text()
+    block = re.search(r"^# BEGIN sudoers\n(.*?)^# END sudoers$", text, re.S | re.M)
+    assert block, "no '# BEGIN sudoers' ... '# END sudoers' block in the Slurm example"
+    rule = "\n".join(re.sub(r"^#\s*", "", line) for line in block[1].splitlines()) + "\n"
+    rule = rule.replace("%jupyterhub-users", f"%{group}").replace("\njupyterhub ALL", f"\n{hub_user} ALL")
+    assert f"%{group}" in rule and f"{hub_user} ALL" in rule, rule
+    path = Path("/etc/sudoers.d") / f"zz-barehub-test-{hub_user}"  # no "." in the name: sudo would skip it
+    tmp = path.with_name(path.name + "~")  # sudo ignores names ending in ~
+    tmp.write_text(rule)
+    tmp.chmod(0o440)
+    try:
+        check = subprocess.run(["visudo", "-c", "-f", str(tmp)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        os.replace(tmp, path)
+        yield path
+    finally:
+        tmp.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)

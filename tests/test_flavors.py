@@ -194,7 +194,7 @@ def test_slurm_example_enabled_configures_slurmspawner(layout, batchspawner_modu
     assert c.SlurmSpawner.batchspawner_singleuser_cmd == str(hub_bin / "batchspawner-singleuser")
     assert Path(c.Spawner.cmd[0]).is_absolute()
     # compute nodes reach the head node by name, on hub.port (barehub.toml's default)
-    assert c.JupyterHub.hub_connect_url == f"http://{socket.getfqdn()}:8081"
+    assert c.JupyterHub.hub_connect_url == f"http://{socket.getfqdn()}:81"
     assert c.SlurmSpawner.req_partition == "batch"
     assert re.fullmatch(r"\d\d:\d\d:\d\d", c.SlurmSpawner.req_runtime)
     assert re.fullmatch(r"\d+[KMGT]", c.SlurmSpawner.req_memory)

@@ -161,4 +161,4 @@ def test_real_hub_without_base_says_how_to_start(layout, monkeypatch):
 def test_initial_settings_and_proxy_names_are_consistent(tmp_path):
     s = settings.parse(initial_settings_text(Layout.at(tmp_path), {}))
     p = proxy.proxy_config(Layout.at(tmp_path), s)
-    assert p.api_url == "http://127.0.0.1:8099" and p.web_listen == ":80"
+    assert p.api_url == "http://127.0.0.1:99" and p.web_listen == ":80"

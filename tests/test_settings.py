@@ -52,7 +52,7 @@ def test_unknown_section():
         ("[proxy]\nhttp_port = 70000\n", "between 1 and 65535"),
         ('[proxy]\nuser = "Bad User"\n', "valid system user name"),
         ('[hub]\npublic_url = "hub.example.org"\n', "http:// or https:// URL"),
-        ("[proxy]\napi_port = 8081\n", "hub.port and proxy.api_port are both 8081"),
+        ("[proxy]\napi_port = 81\n", "hub.port and proxy.api_port are both 81"),
         ("proxy = 3\n", "must be a [proxy] table"),
     ],
 )

@@ -13,6 +13,7 @@ The cases share the cluster and the hub; each starts the server it needs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -34,6 +35,10 @@ from slurm_cluster import COMPUTE, HEAD, HEAD_IP, PARTITION, Cluster
 pytestmark = pytest.mark.e2e
 
 USER, DIES = "bhslurm-ada", "bhslurm-dies"  # DIES: a user whose jobs die before the server starts
+# The hub runs as this user ([hub] user, docs/slurm.md section 7), submitting through sudo with the
+# example's sudoers rule for the members of USERS_GROUP; BAREHUB_SLURM_HUB_USER=root tests a root hub.
+HUB_USER = os.environ.get("BAREHUB_SLURM_HUB_USER", "jupyterhub")
+USERS_GROUP = "bhslurm-users"
 EXAMPLE = REPO / "flavors" / "slurm" / "40-slurm.py.example"
 FAIL_FAST = REPO / "flavors" / "slurm" / "41-slurm-fail-fast.py.example"
 START_TIMEOUT = 60
@@ -48,8 +53,11 @@ class Hub:
         self.runs: dict[str, int] = {}
 
     def start(self, unit: str) -> Proc:
-        argv, env_add, cwd, _user = unit_command(self.base / "generated" / unit)
+        argv, env_add, cwd, user = unit_command(self.base / "generated" / unit)
         env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **env_add}
+        if unit == "jupyterhub.service" and user not in (None, "root"):
+            # as the unit's User= (the proxy keeps running as root here: its ports are not the point)
+            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *argv]
         self.runs[unit] = self.runs.get(unit, 0) + 1
         p = Proc(slurm_cluster.on(HEAD, argv), env=env, cwd=cwd, log=self.logs / f"{unit}.{self.runs[unit]}.log",
                  name=unit)
@@ -134,6 +142,38 @@ def set_hub_address(base: Path, address: str):
     toml.write_text(text)
 
 
+@contextlib.contextmanager
+def non_root_hub(base: Path, user: str):
+    """[hub] user = user, then `barehub install` (it creates the user, who gets state/), and the
+    example's sudoers rule for the Jupyter users' group, as docs/slurm.md section 7 says."""
+    import pwd
+
+    try:
+        pwd.getpwnam(user)
+        existed = True
+    except KeyError:
+        existed = False
+    toml = base / "barehub.toml"
+    text, n = re.subn(r"^\[hub\]\n", f'[hub]\nuser = "{user}"\n', toml.read_text(), count=1, flags=re.M)
+    assert n == 1, text
+    toml.write_text(text)
+    subprocess.run(["groupadd", "-f", USERS_GROUP], check=True)
+    try:
+        r = subprocess.run([str(base / "hub" / "bin" / "barehub"), "install", "--base", str(base), "--no-start"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert pwd.getpwnam(user) and (base / "state").stat().st_uid == pwd.getpwnam(user).pw_uid
+        for member in (USER, DIES):
+            subprocess.run(["usermod", "-aG", USERS_GROUP, member], check=True)
+        with helpers.slurm_sudoers(user, USERS_GROUP):
+            yield
+    finally:
+        subprocess.run(["groupdel", USERS_GROUP], capture_output=True)
+        if not existed:
+            subprocess.run(["pkill", "-KILL", "-u", user], capture_output=True)
+            subprocess.run(["userdel", user], capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def hub(scratch, wheelhouse):
     require_root()
@@ -141,13 +181,15 @@ def hub(scratch, wheelhouse):
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (Debian packages slurm-wlm, munge, sudo: `make apt-deps`)")
     t0 = time.monotonic()
-    with helpers.local_user(USER), helpers.local_user(DIES):
+    with helpers.local_user(USER), helpers.local_user(DIES), contextlib.ExitStack() as stack:
         base = scratch / "slurm-base"
         prefix, url, _ = install_base(base, wheelhouse)
         t1 = time.monotonic()
         install_flavor(prefix, wheelhouse)
         report(f"slurm: base installed in {t1 - t0:.1f}s, flavor added in {time.monotonic() - t1:.1f}s")
         set_hub_address(base, HEAD_IP)
+        if HUB_USER != "root":
+            stack.enter_context(non_root_hub(base, HUB_USER))
 
         confd = base / "jupyterhub_config.d"
         token = secrets.token_hex(16)
@@ -223,7 +265,11 @@ def test_spawn_runs_as_a_slurm_job_on_the_compute_node(hub):
         hub.api(f"/users/{USER}/server", method="DELETE", timeout=60)
         wait_for(lambda: hub.server(USER) is None, 30, what="old server stopped")
     took = hub.spawn(USER)
-    report(f"slurm: spawn through sbatch until ready: {took:.1f}s (start_timeout {START_TIMEOUT}s)")
+    report(f"slurm: spawn through sbatch until ready: {took:.1f}s (start_timeout {START_TIMEOUT}s), "
+           f"hub running as {HUB_USER}")
+    import pwd
+
+    assert pwd.getpwuid(os.stat(f"/proc/{hub.hub.pid}").st_uid).pw_name == HUB_USER
     server = hub.server(USER)
     job = server["state"]["job_id"]
     # Slurm ran it on the compute host

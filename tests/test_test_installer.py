@@ -361,7 +361,7 @@ def test_update_with_u_installs_over_the_prefix_and_keeps_admin_files(real):
 def test_smoke_script_starts_proxy_and_hub_from_the_units(real):
     """scripts/ci/smoke, release CI's test where systemd cannot run (ppc64le under QEMU), on this
     install: the units' own commands, the hub answering through the proxy, in a network namespace
-    with only lo (the default ports 80 and 8099 are free there)."""
+    with only lo (the default ports 80, 81 and 99 are free there)."""
     if not network_namespace_works():
         pytest.skip("`unshare --net` is not available here")
     assert real.result.returncode == 0

@@ -14,7 +14,8 @@ from barehub.install import install
 from conftest import require_root
 from helpers import parse_unit, report
 
-PROXY_MAX, HUB_MAX = 2.5, 6.0
+PROXY_MAX, HUB_MAX, NONROOT_HUB_MAX = 2.5, 6.0, 3.0
+NONROOT = "bhunits-hub"
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +28,29 @@ def units(tmp_path_factory):
     return base / "generated"
 
 
+@pytest.fixture(scope="module")
+def nonroot_units(tmp_path_factory):
+    """The units with hub.user set to an unprivileged system user (created by the install, removed after)."""
+    require_root()
+    base = tmp_path_factory.mktemp("units-nonroot") / "barehub"
+    try:
+        assert install(base, Path(sys.prefix), no_start=True, environ={"BAREHUB_HUB_USER": NONROOT},
+                       say=lambda _: None) == 0
+        yield base / "generated"
+    finally:
+        subprocess.run(["userdel", NONROOT], capture_output=True)
+
+
 def analyze(*args: str) -> subprocess.CompletedProcess[str]:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is missing (Debian package systemd; make test installs it)")
     return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.parametrize("hub_user", ["root", NONROOT])
 @pytest.mark.parametrize("name", ["jupyterhub.service", "jupyterhub-proxy.service"])
-def test_verify_is_clean(units, name):
-    r = analyze("verify", "--man=no", str(units / name))
+def test_verify_is_clean(units, nonroot_units, name, hub_user):
+    r = analyze("verify", "--man=no", str((units if hub_user == "root" else nonroot_units) / name))
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
@@ -58,6 +73,25 @@ def test_security_scores(units):
     report(f"systemd-analyze security: jupyterhub-proxy.service {proxy} (limit {PROXY_MAX}), "
           f"jupyterhub.service {hub} (limit {HUB_MAX}); TLJH's units score 7.9 and 8.1")
     assert proxy <= PROXY_MAX and hub <= HUB_MAX
+
+
+def test_nonroot_hub_unit_is_stricter_and_still_allows_sudo(units, nonroot_units):
+    nonroot = score(nonroot_units / "jupyterhub.service")
+    report(f"systemd-analyze security: jupyterhub.service with hub.user = \"{NONROOT}\" {nonroot} "
+           f"(limit {NONROOT_HUB_MAX}; as root {score(units / 'jupyterhub.service')})")
+    assert nonroot <= NONROOT_HUB_MAX
+    u = parse_unit(nonroot_units / "jupyterhub.service")
+    base = nonroot_units.parent
+    assert u["User"] == [NONROOT] and u["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
+    assert u["ProtectSystem"] == ["strict"] and u["ReadWritePaths"] == [f"{base}/state"]
+    # sudo (batchspawner's exec_prefix) must still work: setuid root, then switch to the user
+    assert "NoNewPrivileges" not in u
+    assert {"CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID", "CAP_AUDIT_WRITE"} <= set(
+        u["CapabilityBoundingSet"][0].split())
+    # the hub's user may not restart units itself: the restart of `systemctl reload` runs as root
+    check, restart = u["ExecReload"]
+    assert not check.startswith("+") and restart.startswith("+")
+    assert u["KillMode"] == ["process"] and u["Restart"] == ["always"]
 
 
 def test_hub_unit_keeps_user_servers_and_allows_sudo(units):

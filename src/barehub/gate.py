@@ -139,6 +139,8 @@ def check_settings_files(layout: Layout, s: Settings, report: Report, *, ports: 
         found.problems.extend(proxy.ports_in_use(layout, s))
     for p in found.problems:
         report.problem(source, p, "fix barehub.toml (or the files it names), then run `barehub check`")
+    for w in settings_mod.squattable_ports(s, settings_mod.unprivileged_port_start()):
+        report.warning(source, w, "set it in barehub.toml, then run `barehub install` (both services restart)")
     for w in found.warnings:
         report.warning(source, w)
 
@@ -355,7 +357,7 @@ STEP_KEYS: dict[str, list[tuple[str, str]]] = {
 FIXES = {
     "secrets": "give the hub its own cookie secret file, mode 600 (barehub keeps one in state/)",
     "db": "correct c.JupyterHub.db_url (barehub's default is the sqlite file in state/)",
-    "hub": "use a full URL like http://10.0.0.1:8081 (scheme, host, port)",
+    "hub": "use a full URL like http://10.0.0.1:81 (scheme, host, port)",
     "proxy": "barehub runs traefik itself: remove the proxy setting from jupyterhub_config.d/",
     "role_creation": "use scopes from JupyterHub's list (`jupyterhub --help-all` names the documentation), "
                      "or define custom scopes in c.JupyterHub.custom_scopes",
@@ -600,6 +602,19 @@ class HubCheck:
         app = self.app
         for attr in ("authenticator_class", "spawner_class", "proxy_class"):
             getattr(app, attr)  # resolves (imports) a class given by name or entry point
+        self._root_only_spawner(app.spawner_class)
+
+    def _root_only_spawner(self, cls: type) -> None:
+        """systemdspawner runs `systemd-run` for each server, which only root may do (barehub sets no polkit)."""
+        user = self.s["hub.user"]
+        if user == "root" or not any(k.__module__.split(".")[0] == "systemdspawner" for k in cls.__mro__):
+            return
+        self.report.warning(
+            self.prov.where("JupyterHub", "spawner_class") or str(self.layout.settings_file),
+            f"c.JupyterHub.spawner_class is {cls.__module__}.{cls.__name__}, but the hub runs as {user!r} "
+            f"(hub.user in {self.layout.settings_file}): systemdspawner starts each server with systemd-run, "
+            "which needs root, so every spawn would fail",
+            'set hub.user = "root" in barehub.toml and run `barehub install` (docs/systemdspawner.md)')
 
     def _private_paths(self, tmp: Path) -> None:
         """The files start-up would write go to the private directory."""
@@ -625,7 +640,7 @@ class HubCheck:
                 where = self.prov.where("JupyterHub", name)
                 self.report.problem(where or str(self.layout.settings_file),
                                     f"c.JupyterHub.{name} = {value!r}: {problem}",
-                                    "use a full URL like http://10.0.0.1:8081/ (http or https, a host, "
+                                    "use a full URL like http://10.0.0.1:81/ (http or https, a host, "
                                     "a port from 1 to 65535); then run `barehub check`")
         base_url = app.base_url
         if not base_url.startswith("/") or "?" in base_url or "#" in base_url:

@@ -206,7 +206,7 @@ def proxy_changes(ctx: Context) -> list[Path]:
     return out
 
 
-def ensure_system_user(name: str, say: Callable[[str], None]) -> bool:
+def ensure_system_user(name: str, say: Callable[[str], None], comment: str = "barehub proxy (traefik)") -> bool:
     try:
         pwd.getpwnam(name)
         return False
@@ -214,7 +214,7 @@ def ensure_system_user(name: str, say: Callable[[str], None]) -> bool:
         pass
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
     cmd = [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-           "--shell", "/usr/sbin/nologin", "--comment", "barehub proxy (traefik)", name]
+           "--shell", "/usr/sbin/nologin", "--comment", comment, name]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise InstallError(f"could not create system user {name}: {proc.stderr.strip()}")
@@ -229,6 +229,49 @@ def user_id(name: str) -> int:
 
 def group_id(name: str) -> int:
     return grp.getgrnam(name).gr_gid if os.geteuid() == 0 else -1
+
+
+def hub_owned(layout: Layout) -> list[Path]:
+    """What the hub's user owns in state/ (besides state/ itself): its database, pid file, secrets, rules."""
+    db = layout.db_file
+    return [layout.cookie_secret, layout.proxy_api_password, db, db.with_name(db.name + "-journal"),
+            db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), layout.pid_file,
+            layout.hub_applied, layout.rules_file, layout.rules_dir / ".staging"]
+
+
+def give_to_hub_user(layout: Layout, user: str) -> list[Path]:
+    """Make the hub's user (after a change of hub.user: root or another) own its files; return those changed.
+
+    The files are in state/, which the previous hub user could write: a symlink or a
+    hard link planted there is never followed (the owner of what it points to would
+    change), only reported. Missing files are skipped.
+    """
+    pw = pwd.getpwnam(user)
+    changed = []
+    for path in hub_owned(layout):
+        try:
+            with safefs.opendir(layout.base, path.parent) as dfd:
+                try:
+                    fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+                except FileNotFoundError:
+                    continue
+                except OSError as e:  # ELOOP: a symlink
+                    raise InstallError(f"{path} is not a regular file or directory ({e.strerror}): it is not "
+                                       "barehub's. Look at who put it there, remove it, then run `barehub install` "
+                                       "again.") from None
+        except FileNotFoundError:  # its directory is not there yet
+            continue
+        try:
+            st = os.fstat(fd)
+            if not (stat.S_ISDIR(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink == 1)):
+                raise InstallError(f"{path} is not a regular file with one link, or a directory: it is not "
+                                   "barehub's. Look at who put it there, remove it, then run `barehub install` again.")
+            if st.st_uid != pw.pw_uid:
+                os.fchown(fd, pw.pw_uid, -1)
+                changed.append(path)
+        finally:
+            os.close(fd)
+    return changed
 
 
 def _mkdir(path: Path, mode: int) -> None:
@@ -374,11 +417,17 @@ def finish(layout: Layout, prefix: Path, current: settings.Settings, initial_tex
     hub_user, proxy_user = current["hub.user"], current["proxy.user"]
     if os.geteuid() == 0:
         ensure_system_user(proxy_user, say)
+        if hub_user != "root":
+            ensure_system_user(hub_user, say, "barehub hub (JupyterHub)")
     else:
-        say(f"not root: not creating the system user {proxy_user} and not changing file owners")
+        say(f"not root: not creating the system users {proxy_user} and {hub_user} and not changing file owners")
 
     try:
         make_state(layout, hub_user, proxy_user, say)
+        if os.geteuid() == 0:
+            moved = give_to_hub_user(layout, hub_user)
+            if moved and not initial_text:
+                say(f"{hub_user} (hub.user) now owns " + ", ".join(p.name for p in moved))
     except safefs.UnsafePath as e:
         raise InstallError(str(e)) from None
 

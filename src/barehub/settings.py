@@ -118,12 +118,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "proxy": {
         "http_address": Key("", str, 'Address traefik listens on for users ("" = all interfaces).', _address),
         "http_port": Key(80, int, "Port users connect to.", _port),
-        "api_port": Key(8099, int, "traefik's API port; it only ever listens on 127.0.0.1, with credentials.", _port),
+        "api_port": Key(
+            99, int,
+            "traefik's API port; it only ever listens on 127.0.0.1, with credentials. Keep it below 1024, "
+            "so that no local user can listen on it first and be sent the hub's API password.",
+            _port,
+        ),
         "user": Key("barehub-proxy", str, "Unprivileged system user traefik runs as (created if missing).", _user),
     },
     "hub": {
         "user": Key("root", str, "User the hub runs as. Spawners that switch users need root.", _user),
-        "port": Key(8081, int, "Port of the hub's own API; it listens on hub.address.", _port),
+        "port": Key(
+            81, int,
+            "Port of the hub's own API; it listens on hub.address. Keep it below 1024, so that no local "
+            "user can listen on it while the hub restarts and receive its traffic (logins included).",
+            _port,
+        ),
         "address": Key(
             "127.0.0.1",
             str,
@@ -282,6 +292,35 @@ def _cross_checks(s: Settings, source: str) -> list[str]:
     if https_on(s) and s["hub.public_url"].startswith("http://"):
         out.append(f'{source}: hub.public_url = {s["hub.public_url"]!r} is http:// but https.mode is '
                    f'"{mode}": use the https:// URL, or "" to derive it from https.domains')
+    return out
+
+
+#: The ports only barehub's services listen on: a local user who binds one first gets their traffic.
+INTERNAL_PORTS = ("hub.port", "proxy.api_port")
+
+
+def unprivileged_port_start(proc: Path = Path("/proc")) -> int:
+    """The first port any user may bind (net.ipv4.ip_unprivileged_port_start, 1024 by default)."""
+    try:
+        return int((proc / "sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    except (OSError, ValueError):
+        return 1024
+
+
+def squattable_ports(s: Settings, first_unprivileged: int) -> list[str]:
+    """Warnings for internal ports that any local user may bind (>= first_unprivileged)."""
+    out = []
+    for key in INTERNAL_PORTS:
+        port = s[key]
+        if port >= first_unprivileged:
+            out.append(
+                f"{key} = {port}: any local user may listen on port {port} (ports from "
+                f"{first_unprivileged} up need no privilege, net.ipv4.ip_unprivileged_port_start). "
+                "One who binds it first, e.g. while the service restarts, "
+                + ("receives the hub's traffic, logins included"
+                   if key == "hub.port" else "is sent traefik's API password by the hub")
+                + f". Use a port below {min(first_unprivileged, 1024)} (default: {SCHEMA[key.split('.')[0]][key.split('.')[1]].default})"
+            )
     return out
 
 

@@ -56,6 +56,7 @@ import asyncio
 import gc
 import json
 import os
+import re
 import secrets
 import threading
 import time
@@ -82,6 +83,48 @@ def _toml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
+#: A percent-encoded reserved character (RFC 3986 gen-delims and sub-delims) or "%".
+_RESERVED_ESCAPE = re.compile("(" + "|".join(f"%{ord(c):02X}" for c in ":/?#[]@!$&'()*+,;=%") + ")", re.I)
+
+
+def traefik_path(routespec: str) -> str:
+    """The routespec as traefik's rules see request paths: reserved characters (RFC 3986) still
+    percent-encoded, the others decoded. Upstream decodes all, so a name with "(" never matched."""
+    return "".join(part if _RESERVED_ESCAPE.fullmatch(part) else unquote(part)
+                   for part in _RESERVED_ESCAPE.split(routespec))
+
+
+def route_rule(routespec: str) -> str:
+    """traefik's rule for a routespec, as upstream's generate_rule makes it, but never injectable.
+
+    Upstream URL-decodes the routespec and puts it between backticks, so a user
+    name with a backtick (JupyterHub's default validation allows it) ends the
+    string and adds rule syntax of its own: a user named
+    ``a`) || PathRegexp(`login`) || PathRegexp(`zz`` took /hub/login. A string
+    with a backtick or a control character is written as a
+    double-quoted, escaped string instead (traefik accepts both forms, and
+    reads the escapes as Go does), so it only ever matches itself.
+    """
+    if not routespec.endswith("/"):
+        raise ValueError("routespec must end with /")
+    spec = traefik_path(routespec)
+    if spec.startswith("/"):
+        host, path = "", spec
+    else:  # host-based routing: host.tld/path/
+        host, slash, rest = spec.partition("/")
+        path = slash + rest
+
+    def q(text: str) -> str:
+        if "`" in text or any(ord(c) < 0x20 or ord(c) == 0x7f for c in text):
+            return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+        return f"`{text}`"
+
+    rule = f"PathPrefix({q(path)})"
+    if path.rstrip("/"):
+        rule = f"( {rule} || Path({q(path.rstrip('/'))}) )"
+    return f"Host({q(host)}) && {rule}" if host else rule
+
+
 def route_block(routespec: str, target: str, data: dict, entrypoint: str, priority: int = 0,
                 parent: str = "") -> str:
     """The rules of one route: traefik's router and service, after a comment with the hub's record.
@@ -91,7 +134,7 @@ def route_block(routespec: str, target: str, data: dict, entrypoint: str, priori
     """
     router = traefik_utils.generate_alias(routespec, "router")
     service = traefik_utils.generate_alias(routespec, "service")
-    rule = traefik_utils.generate_rule(routespec)
+    rule = route_rule(routespec)
     record = {"routespec": routespec, "target": target, "data": data, "entryPoint": entrypoint,
               "router": router, "service": service, "rule": rule, "parent": parent}
     if priority:
@@ -258,7 +301,7 @@ class BarehubProxy(TraefikFileProviderProxy):
         k, prefix = self._chars, self.users_prefix
         if k <= 0 or self.host_routing or not routespec.startswith(prefix):
             return ""
-        path = unquote(routespec)
+        path = traefik_path(routespec)
         if not path.startswith(prefix):
             return ""
         name = path[len(prefix):].split("/", 1)[0]
@@ -479,7 +522,10 @@ class BarehubProxy(TraefikFileProviderProxy):
             routes[alias] = {"data": record.get("data", {}), "routespec": record["routespec"],
                              "target": record["target"], "router": alias, "service": service}
             key = self._bucket(record["routespec"])
-            if record.get("parent", "") == (bucket_router(key) if key else ""):
+            spec = record["routespec"]
+            # an older barehub's rule: injectable (a backtick) or never matching (a reserved character)
+            stale = ("%" in spec or "`" in spec) and record["rule"] != route_rule(spec)
+            if record.get("parent", "") == (bucket_router(key) if key else "") and not stale:
                 loaded_blocks[alias] = block  # as written: no need to render it again
                 if key:
                     self._bucket_of[alias] = key

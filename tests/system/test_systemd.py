@@ -182,12 +182,12 @@ def test_proxy_is_unprivileged_and_cannot_read_hub_secrets(ct, hub):
 
 
 def test_proxy_api_only_on_loopback_and_only_with_credentials(ct, hub):
-    lines = ct.exec(["ss", "-Hltn", "sport = :8099"]).stdout.splitlines()
+    lines = ct.exec(["ss", "-Hltn", "sport = :99"]).stdout.splitlines()
     local_addresses = [line.split()[3] for line in lines]
-    assert local_addresses == ["127.0.0.1:8099"]
+    assert local_addresses == ["127.0.0.1:99"]
     code, body = hub.curl("/api/http/routers", token=None)  # the public entry point has no API:
     assert code != 200 and not body.lstrip().startswith("[")  # the hub's catch-all route answers
-    api = "http://127.0.0.1:8099/api/http/routers"
+    api = "http://127.0.0.1:99/api/http/routers"
     r = subprocess.run(hub.ct.host_netns_cmd(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", api]),
                        capture_output=True, text=True)
     assert r.stdout == "401"
