@@ -7,19 +7,20 @@ Everything that can be validated is validated before the first change.
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import json
 import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
 import barehub
-from barehub import envs, gate, proxy, render, settings, systemd
+from barehub import envs, gate, proxy, render, settings, systemd, tls
 from barehub.layout import HUB_UNIT, PROXY_UNIT, Layout
 
 
@@ -30,8 +31,10 @@ class InstallError(Exception):
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (str, list)):
-        return json.dumps(value)  # a JSON string or list of strings is valid TOML
+    if isinstance(value, str):
+        return render.toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(render.toml_string(v) for v in value) + "]"
     return str(value)
 
 
@@ -128,7 +131,7 @@ def render_units(ctx: Context) -> dict[Path, str]:
     return {path: render.render(template, **ctx.as_dict(edit_instead)) for path, (template, edit_instead) in outputs.items()}
 
 
-def proxy_files(ctx: Context) -> dict[Path, tuple[str | None, int]]:
+def proxy_files(ctx: Context) -> dict[Path, tuple[str | bytes | None, int]]:
     """Everything traefik reads that barehub.toml decides: {path: (text or None to remove, mode)}.
 
     traefik.toml (static), barehub-tls.toml in the rules directory (TLS
@@ -140,16 +143,23 @@ def proxy_files(ctx: Context) -> dict[Path, tuple[str | None, int]]:
     layout, s = ctx.layout, ctx.settings
     p = proxy.proxy_config(layout, s)
     toml = str(layout.settings_file)
-    out: dict[Path, tuple[str | None, int]] = {}
+    out: dict[Path, tuple[str | bytes | None, int]] = {}
     extra: dict[str, object] = {}
-    copies = {proxy.TLS_CERT: None, proxy.TLS_KEY: None, proxy.TLS_ACME_CA: None}
-    if p.manual:
-        cert = Path(s["https.certificate"]).read_text()
-        copies[proxy.TLS_CERT] = cert
-        copies[proxy.TLS_KEY] = Path(s["https.key"]).read_text()
-        extra["cert_fingerprint"] = hashlib.sha256(cert.encode()).hexdigest()
-    if p.letsencrypt and p.acme_ca_certificates:
-        copies[proxy.TLS_ACME_CA] = Path(p.acme_ca_certificates).read_text()
+    copies: dict[str, bytes | None] = {proxy.TLS_CERT: None, proxy.TLS_KEY: None, proxy.TLS_ACME_CA: None}
+    if p.manual or (p.letsencrypt and p.acme_ca_certificates):
+        # Each file is read once and its bytes checked: the copy is exactly what was checked,
+        # whatever happens to the admin's file in between.
+        found = tls.check_files(s)
+        if found.unreadable and not found.problems:
+            raise PermissionError(errno.EACCES, "; ".join(found.unreadable))
+        if found.problems or found.unreadable:
+            raise InstallError(f"{toml}: " + f"\n{toml}: ".join(found.problems + found.unreadable)
+                               + "\nFix barehub.toml (or the files it names), then run `barehub check`.")
+        copies[proxy.TLS_CERT] = found.data.get("certificate")
+        copies[proxy.TLS_KEY] = found.data.get("key")
+        copies[proxy.TLS_ACME_CA] = found.data.get("acme_ca_certificates")
+        if p.manual:
+            extra["cert_fingerprint"] = hashlib.sha256(found.data["certificate"]).hexdigest()
     for name, text in copies.items():
         out[layout.tls_dir / name] = (text, 0o640)
     context = {**ctx.as_dict(toml), **extra}
@@ -190,7 +200,7 @@ def proxy_changes(ctx: Context) -> list[Path]:
     out = []
     for path, (text, _mode) in proxy_files(ctx).items():
         try:
-            current: str | None = path.read_text()
+            current: str | bytes | None = path.read_bytes() if isinstance(text, bytes) else path.read_text()
         except FileNotFoundError:
             current = None
         except OSError:
@@ -200,7 +210,42 @@ def proxy_changes(ctx: Context) -> list[Path]:
     return out
 
 
-def ensure_system_user(name: str, say: Callable[[str], None]) -> bool:
+def created_users(layout: Layout) -> list[str]:
+    """The system users barehub created for this base, from its root-only record.
+
+    A record that root does not own, that others may write, or that is a link is
+    not trusted: nothing in it is returned.
+    """
+    names: list[str] = []
+    try:
+        dir_st = os.lstat(layout.records)
+        fd = os.open(layout.created_users_record, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return names
+    try:
+        st = os.fstat(fd)
+        trusted = (stat.S_ISDIR(dir_st.st_mode) and stat.S_ISREG(st.st_mode)
+                   and all(x.st_uid == 0 and not x.st_mode & 0o022 for x in (dir_st, st)))
+        if not trusted:
+            return names
+        text = os.read(fd, 1 << 16).decode("ascii", errors="replace")
+    finally:
+        os.close(fd)
+    for line in text.splitlines():
+        if settings.valid_user_name(line) and line not in names:
+            names.append(line)
+    return names
+
+
+def record_created_user(layout: Layout, name: str) -> None:
+    _mkdir(layout.records, 0o700)
+    names = created_users(layout)
+    if name not in names:
+        render.write_atomic(layout.created_users_record, "".join(f"{n}\n" for n in [*names, name]), 0o600)
+
+
+def ensure_system_user(name: str, say: Callable[[str], None], layout: Layout | None = None) -> bool:
+    """Create the system user unless it exists; with layout, record that barehub created it."""
     try:
         pwd.getpwnam(name)
         return False
@@ -212,6 +257,8 @@ def ensure_system_user(name: str, say: Callable[[str], None]) -> bool:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise InstallError(f"could not create system user {name}: {proc.stderr.strip()}")
+    if layout is not None:
+        record_created_user(layout, name)
     say(f"created system user {name}")
     return True
 
@@ -242,6 +289,9 @@ def prepare(layout: Layout, prefix: Path, no_start: bool,
     the barehub.toml to write (from BAREHUB_* variables, validated like the file).
     """
     require_root(no_start)
+    problem = layout.path_problem()
+    if problem:
+        raise InstallError(problem)
     layout.check_usable()
     if not (prefix / "bin" / "python").exists() and not (prefix / "bin" / "python3").exists():
         raise InstallError(f"{prefix} is not an environment (no bin/python). Pass --prefix with the env to use.")
@@ -313,7 +363,7 @@ def finish(layout: Layout, prefix: Path, current: settings.Settings, initial_tex
 
     hub_user, proxy_user = current["hub.user"], current["proxy.user"]
     if os.geteuid() == 0:
-        ensure_system_user(proxy_user, say)
+        ensure_system_user(proxy_user, say, layout)
     else:
         say(f"not root: not creating the system user {proxy_user} and not changing file owners")
 

@@ -6,6 +6,7 @@ here is computed at import time.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,17 @@ class Layout:
         """What the running hub applied (public URL, entry point), for `barehub check`."""
         return self.state / "hub_applied.json"
 
+    # -- records only root writes ----------------------------------------------
+    @property
+    def records(self) -> Path:
+        """Root-owned, mode 700: what root-run commands may trust later."""
+        return self.base / "records"
+
+    @property
+    def created_users_record(self) -> Path:
+        """The system users `barehub install` created (one name a line): the only ones uninstall deletes."""
+        return self.records / "created-users"
+
     # -- generated (re-rendered on every install/upgrade) ----------------------
     @property
     def generated(self) -> Path:
@@ -125,6 +137,21 @@ class Layout:
     # -- tests and checks -------------------------------------------------------
     def looks_like_base(self) -> bool:
         return self.settings_file.is_file() or self.config_d.is_dir()
+
+    def path_problem(self) -> str | None:
+        """Why the base's path cannot be written into unit files and TOML as it is, or None.
+
+        systemd gives a space, "%", a quote or a backslash a meaning of their own, and a
+        newline ends a line: only a conservative set of characters is allowed.
+        """
+        text = str(self.base)
+        if re.fullmatch(r"/[A-Za-z0-9._/-]*", text):
+            return None
+        bad = sorted({c for c in text if not re.fullmatch(r"[A-Za-z0-9._/-]", c)})
+        return (f"the base directory {text!r} has characters barehub cannot write into systemd units and "
+                f"traefik's configuration ({', '.join(map(repr, bad))}): choose a path of letters, digits "
+                "and . _ - / only, e.g. /opt/barehub (set BAREHUB_BASE for the installer, or pass --base "
+                "to `barehub install`). Nothing was changed.")
 
     def check_usable(self) -> None:
         """Refuse a directory that exists but is not (yet) a barehub base.

@@ -41,9 +41,7 @@ CURVES = ("X25519", "CurveP256", "CurveP384")
 
 
 def _listen(address: str, port: int) -> str:
-    if ":" in address and not address.startswith("["):
-        address = f"[{address}]"
-    return f"{address}:{port}"
+    return f"{settings_mod.url_host(address)}:{port}"
 
 
 @dataclass(frozen=True)
