@@ -264,6 +264,27 @@ def test_base_path_with_unit_breaking_characters_is_refused(tmp_path, name):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("name, misread", [
+    ("my base", "Command {root}/my is not executable"),       # a space splits the command line
+    ("b%hx", "Command {root}/b{home}x/hub/bin"),              # %h is the user's home directory
+    ("b\nx", "Missing '='"),                                  # a newline ends the line
+])
+def test_systemd_misreads_such_base_paths(tmp_path, name, misread):
+    """Upstream: systemd reads a unit rendered for such a base as something else."""
+    import shutil
+
+    from barehub.install import render_units
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is missing (Debian package systemd; make test installs it)")
+    lay = Layout.at(tmp_path / name)
+    unit = tmp_path / "jupyterhub.service"
+    unit.write_text(render_units(Context(lay, settings.Settings.defaults(), Path(sys.prefix)))[lay.hub_unit])
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True,
+                       timeout=60)
+    assert misread.format(root=tmp_path, home=os.path.expanduser("~")) in r.stderr, r.stderr
+
+
 # ------------------------------------------------------------------ 5. tracebacks and hangs
 
 @pytest.mark.parametrize("command", ["check", "status", "render-proxy"])
