@@ -463,6 +463,19 @@ def test_uninstall_removes_the_user_it_created_and_says_when_userdel_fails(base,
     assert f"removed system user {NEW}" in r.stdout and not _exists(NEW)
 
 
+def test_uninstall_removes_a_proxy_user_made_before_the_record(base, users):
+    """A base installed again after `rm -rf` (or by an older release) has no record; the user
+    barehub made is still recognised (system account, barehub's comment), `daemon`-like ones not."""
+    subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                    "--shell", "/usr/sbin/nologin", "--comment", "barehub proxy (traefik)", NEW], check=True)
+    (base / "barehub.toml").write_text(f'[proxy]\nuser = "{NEW}"\n')
+    assert install(base, "--no-start").returncode == 0
+    assert not Layout.at(base).created_users_record.exists()
+    r = barehub("uninstall", "--base", str(base), "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"removed system user {NEW}" in r.stdout and not _exists(NEW)
+
+
 def test_a_record_others_may_write_is_not_trusted(base, users):
     from barehub.install import created_users
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import barehub
 from barehub import envs, gate, hubconfig, proxy, settings, systemd, upgrade
-from barehub.install import (Context, InstallError, created_users, install, proxy_changes, render_units,
-                             write_proxy_files)
+from barehub.install import (Context, InstallError, created_users, install, made_by_barehub, proxy_changes,
+                             render_units, write_proxy_files)
 from barehub.layout import HUB_UNIT, PROXY_UNIT, Layout, NotABase
 
 
@@ -186,16 +186,18 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         plan.append(f"stop and disable {HUB_UNIT} and {PROXY_UNIT} (removes their links in /etc/systemd/system)")
         plan.append("stop every user server the hub started")
     plan.append(f"delete {layout.base} (configuration, state and database included)")
-    # Only users that `barehub install` created (its root-only record says so) are deleted:
-    # proxy.user may name a user that was there before (`daemon`, say).
+    # Only users that `barehub install` created (its root-only record says so, or the account
+    # is exactly as it makes them) are deleted: proxy.user may name a user that was there
+    # before (`daemon`, say).
     remove = []
-    for name in created_users(layout):
+    for name in dict.fromkeys([*created_users(layout), s["proxy.user"]]):
         try:
             pwd.getpwnam(name)
         except KeyError:
             continue
-        remove.append(name)
-        plan.append(f"delete system user {name} (created by barehub install)")
+        if name in created_users(layout) or made_by_barehub(name):
+            remove.append(name)
+            plan.append(f"delete system user {name} (created by barehub install)")
     kept = []
     for name in dict.fromkeys([s["proxy.user"], s["hub.user"]]):
         if name in remove or name == "root":

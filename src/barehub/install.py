@@ -237,6 +237,25 @@ def created_users(layout: Layout) -> list[str]:
     return names
 
 
+#: The comment (GECOS) `barehub install` gives the system users it creates.
+CREATED_USER_COMMENT = "barehub proxy (traefik)"
+
+
+def made_by_barehub(name: str) -> bool:
+    """A system user that looks exactly like one `barehub install` created.
+
+    For bases whose record is gone (removed with `rm -rf` and installed again, or installed
+    by a release before the record existed): only root sets the comment of a system
+    account, so an account like `daemon`, or a person's, never matches.
+    """
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return (pw.pw_gecos == CREATED_USER_COMMENT and 0 < pw.pw_uid < 1000 and pw.pw_dir == "/nonexistent"
+            and pw.pw_shell.endswith("/nologin"))
+
+
 def record_created_user(layout: Layout, name: str) -> None:
     _mkdir(layout.records, 0o700)
     names = created_users(layout)
@@ -253,7 +272,7 @@ def ensure_system_user(name: str, say: Callable[[str], None], layout: Layout | N
         pass
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
     cmd = [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-           "--shell", "/usr/sbin/nologin", "--comment", "barehub proxy (traefik)", name]
+           "--shell", "/usr/sbin/nologin", "--comment", CREATED_USER_COMMENT, name]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise InstallError(f"could not create system user {name}: {proc.stderr.strip()}")
