@@ -77,7 +77,7 @@ def test_letsencrypt_settings_and_public_url():
         ('[https]\nemail = "admin"\n', "must be an e-mail address"),
         ('[https]\nacme_directory = "http://ca.example.org/dir"\n', "must be an https:// URL"),
         ('[https]\ncertificate = "hub.pem"\n', "must be an absolute path"),
-        ("[https]\nhsts_max_age = -1\n", "must be 0 or more"),
+        ("[https]\nhsts_max_age = -1\n", "must be between 0 and 2147483647 seconds"),
         (LE + "port = 80\n", "https.port and proxy.http_port are both 80"),
         (LE + '[hub]\npublic_url = "http://hub.example.org"\n', "is http:// but https.mode is \"letsencrypt\""),
     ],

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import barehub
 from barehub import envs, gate, hubconfig, proxy, safefs, settings, systemd, upgrade
-from barehub.install import (Context, InstallError, check_base, install, proxy_changes, render_units,
-                             write_proxy_files)
+from barehub.install import (Context, InstallError, check_base, created_users, install, made_by_barehub,
+                             proxy_changes, render_units, write_proxy_files)
 from barehub.layout import HUB_UNIT, PROXY_UNIT, Layout, NotABase
 
 
@@ -187,17 +187,33 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         print(f"error: {layout.base} is not a barehub base; nothing removed.", file=sys.stderr)
         return 2
     s = settings.load(layout.settings_file) if layout.settings_file.exists() else settings.Settings.defaults()
-    proxy_user = s["proxy.user"]
     plan = []
     if systemd.is_running():
         plan.append(f"stop and disable {HUB_UNIT} and {PROXY_UNIT} (removes their links in /etc/systemd/system)")
         plan.append("stop every user server the hub started")
     plan.append(f"delete {layout.base} (configuration, state and database included)")
-    try:
-        pwd.getpwnam(proxy_user)
-        plan.append(f"delete system user {proxy_user}")
-    except KeyError:
-        proxy_user = ""
+    # Only users that `barehub install` created (its root-only record says so, or the account
+    # is exactly as it makes them) are deleted: proxy.user may name a user that was there
+    # before (`daemon`, say).
+    remove = []
+    for name in dict.fromkeys([*created_users(layout), s["proxy.user"]]):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        if name in created_users(layout) or made_by_barehub(name):
+            remove.append(name)
+            plan.append(f"delete system user {name} (created by barehub install)")
+    kept = []
+    for name in dict.fromkeys([s["proxy.user"], s["hub.user"]]):
+        if name in remove or name == "root":
+            continue
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        kept.append(name)
+        plan.append(f"keep system user {name} (barehub did not create it; `userdel {name}` removes it)")
     print("barehub uninstall will:\n" + "\n".join(f"  - {p}" for p in plan))
     if not args.yes:
         if not sys.stdin.isatty():
@@ -215,10 +231,19 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
             print(f"stopped {len(killed)} user server process(es)")
     shutil.rmtree(layout.base)
     print(f"removed {layout.base}")
-    if proxy_user:
-        subprocess.run([shutil.which("userdel") or "/usr/sbin/userdel", proxy_user], check=False)
-        print(f"removed system user {proxy_user}")
-    return 0
+    rc = 0
+    for name in remove:
+        r = subprocess.run([shutil.which("userdel") or "/usr/sbin/userdel", name], capture_output=True, text=True)
+        if r.returncode == 0:
+            print(f"removed system user {name}")
+        else:
+            rc = 1
+            print(f"error: could not remove system user {name}: userdel exited with {r.returncode}"
+                  + (f": {r.stderr.strip()}" if r.stderr.strip() else "")
+                  + f". Remove it with `userdel {name}`.", file=sys.stderr)
+    for name in kept:
+        print(f"kept system user {name}")
+    return rc
 
 
 def _base_or_error(args: argparse.Namespace) -> Layout:

@@ -128,7 +128,7 @@ def base_config(layout: Layout, c: Any, *, current: settings.Settings | None = N
     # (barehub.proxy), like traefik's configuration: https when HTTPS is on.
     urls = proxy.hub_urls(layout, s)
     c.JupyterHub.bind_url = urls["bind_url"]
-    c.JupyterHub.hub_bind_url = f"http://{s['hub.address']}:{s['hub.port']}"
+    c.JupyterHub.hub_bind_url = f"http://{settings.url_host(s['hub.address'])}:{s['hub.port']}"
     if "public_url" in urls:
         c.JupyterHub.public_url = urls["public_url"]
     # Stopping or restarting the hub must never stop users' servers.

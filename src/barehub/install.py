@@ -7,9 +7,9 @@ Everything that can be validated is validated before the first change.
 
 from __future__ import annotations
 
+import errno
 import grp
 import hashlib
-import json
 import os
 import pwd
 import secrets
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import barehub
-from barehub import envs, gate, proxy, render, safefs, settings, systemd
+from barehub import envs, gate, proxy, render, safefs, settings, systemd, tls
 from barehub.layout import HUB_UNIT, PROXY_UNIT, Layout
 
 
@@ -33,8 +33,10 @@ class InstallError(Exception):
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (str, list)):
-        return json.dumps(value)  # a JSON string or list of strings is valid TOML
+    if isinstance(value, str):
+        return render.toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(render.toml_string(v) for v in value) + "]"
     return str(value)
 
 
@@ -131,7 +133,7 @@ def render_units(ctx: Context) -> dict[Path, str]:
     return {path: render.render(template, **ctx.as_dict(edit_instead)) for path, (template, edit_instead) in outputs.items()}
 
 
-def proxy_files(ctx: Context) -> dict[Path, tuple[str | None, int]]:
+def proxy_files(ctx: Context) -> dict[Path, tuple[str | bytes | None, int]]:
     """Everything traefik reads that barehub.toml decides: {path: (text or None to remove, mode)}.
 
     traefik.toml (static), barehub-tls.toml in the rules directory (TLS
@@ -143,16 +145,23 @@ def proxy_files(ctx: Context) -> dict[Path, tuple[str | None, int]]:
     layout, s = ctx.layout, ctx.settings
     p = proxy.proxy_config(layout, s)
     toml = str(layout.settings_file)
-    out: dict[Path, tuple[str | None, int]] = {}
+    out: dict[Path, tuple[str | bytes | None, int]] = {}
     extra: dict[str, object] = {}
-    copies = {proxy.TLS_CERT: None, proxy.TLS_KEY: None, proxy.TLS_ACME_CA: None}
-    if p.manual:
-        cert = Path(s["https.certificate"]).read_text()
-        copies[proxy.TLS_CERT] = cert
-        copies[proxy.TLS_KEY] = Path(s["https.key"]).read_text()
-        extra["cert_fingerprint"] = hashlib.sha256(cert.encode()).hexdigest()
-    if p.letsencrypt and p.acme_ca_certificates:
-        copies[proxy.TLS_ACME_CA] = Path(p.acme_ca_certificates).read_text()
+    copies: dict[str, bytes | None] = {proxy.TLS_CERT: None, proxy.TLS_KEY: None, proxy.TLS_ACME_CA: None}
+    if p.manual or (p.letsencrypt and p.acme_ca_certificates):
+        # Each file is read once and its bytes checked: the copy is exactly what was checked,
+        # whatever happens to the admin's file in between.
+        found = tls.check_files(s)
+        if found.unreadable and not found.problems:
+            raise PermissionError(errno.EACCES, "; ".join(found.unreadable))
+        if found.problems or found.unreadable:
+            raise InstallError(f"{toml}: " + f"\n{toml}: ".join(found.problems + found.unreadable)
+                               + "\nFix barehub.toml (or the files it names), then run `barehub check`.")
+        copies[proxy.TLS_CERT] = found.data.get("certificate")
+        copies[proxy.TLS_KEY] = found.data.get("key")
+        copies[proxy.TLS_ACME_CA] = found.data.get("acme_ca_certificates")
+        if p.manual:
+            extra["cert_fingerprint"] = hashlib.sha256(found.data["certificate"]).hexdigest()
     for name, text in copies.items():
         out[layout.tls_dir / name] = (text, 0o640)
     context = {**ctx.as_dict(toml), **extra}
@@ -196,7 +205,8 @@ def proxy_changes(ctx: Context) -> list[Path]:
     out = []
     for path, (text, _mode) in proxy_files(ctx).items():
         try:
-            current: str | None = safefs.read_bytes(ctx.layout.base, path).decode()
+            raw = safefs.read_bytes(ctx.layout.base, path)
+            current: str | bytes | None = raw if isinstance(text, bytes) else raw.decode()
         except FileNotFoundError:
             current = None
         except OSError:
@@ -206,7 +216,63 @@ def proxy_changes(ctx: Context) -> list[Path]:
     return out
 
 
-def ensure_system_user(name: str, say: Callable[[str], None], comment: str = "barehub proxy (traefik)") -> bool:
+def created_users(layout: Layout) -> list[str]:
+    """The system users barehub created for this base, from its root-only record.
+
+    A record that root does not own, that others may write, or that is a link is
+    not trusted: nothing in it is returned.
+    """
+    names: list[str] = []
+    try:
+        dir_st = os.lstat(layout.records)
+        fd = os.open(layout.created_users_record, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return names
+    try:
+        st = os.fstat(fd)
+        trusted = (stat.S_ISDIR(dir_st.st_mode) and stat.S_ISREG(st.st_mode)
+                   and all(x.st_uid == 0 and not x.st_mode & 0o022 for x in (dir_st, st)))
+        if not trusted:
+            return names
+        text = os.read(fd, 1 << 16).decode("ascii", errors="replace")
+    finally:
+        os.close(fd)
+    for line in text.splitlines():
+        if settings.valid_user_name(line) and line not in names:
+            names.append(line)
+    return names
+
+
+#: The comments (GECOS) `barehub install` gives the system users it creates.
+CREATED_USER_COMMENT = "barehub proxy (traefik)"
+HUB_USER_COMMENT = "barehub hub (JupyterHub)"
+
+
+def made_by_barehub(name: str) -> bool:
+    """A system user that looks exactly like one `barehub install` created.
+
+    For bases whose record is gone (removed with `rm -rf` and installed again, or installed
+    by a release before the record existed): only root sets the comment of a system
+    account, so an account like `daemon`, or a person's, never matches.
+    """
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return (pw.pw_gecos in (CREATED_USER_COMMENT, HUB_USER_COMMENT) and 0 < pw.pw_uid < 1000 and pw.pw_dir == "/nonexistent"
+            and pw.pw_shell.endswith("/nologin"))
+
+
+def record_created_user(layout: Layout, name: str) -> None:
+    _mkdir(layout.records, 0o755)
+    names = created_users(layout)
+    if name not in names:
+        render.write_atomic(layout.created_users_record, "".join(f"{n}\n" for n in [*names, name]), 0o600)
+
+
+def ensure_system_user(name: str, say: Callable[[str], None], layout: Layout | None = None,
+                       comment: str = CREATED_USER_COMMENT) -> bool:
+    """Create the system user unless it exists; with layout, record that barehub created it."""
     try:
         pwd.getpwnam(name)
         return False
@@ -218,6 +284,8 @@ def ensure_system_user(name: str, say: Callable[[str], None], comment: str = "ba
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise InstallError(f"could not create system user {name}: {proc.stderr.strip()}")
+    if layout is not None:
+        record_created_user(layout, name)
     say(f"created system user {name}")
     return True
 
@@ -344,6 +412,9 @@ def prepare(layout: Layout, prefix: Path, no_start: bool,
     the barehub.toml to write (from BAREHUB_* variables, validated like the file).
     """
     require_root(no_start)
+    problem = layout.path_problem()
+    if problem:
+        raise InstallError(problem)
     check_base(layout)
     layout.check_usable()
     if not (prefix / "bin" / "python").exists() and not (prefix / "bin" / "python3").exists():
@@ -416,9 +487,9 @@ def finish(layout: Layout, prefix: Path, current: settings.Settings, initial_tex
 
     hub_user, proxy_user = current["hub.user"], current["proxy.user"]
     if os.geteuid() == 0:
-        ensure_system_user(proxy_user, say)
+        ensure_system_user(proxy_user, say, layout)
         if hub_user != "root":
-            ensure_system_user(hub_user, say, "barehub hub (JupyterHub)")
+            ensure_system_user(hub_user, say, layout, HUB_USER_COMMENT)
     else:
         say(f"not root: not creating the system users {proxy_user} and {hub_user} and not changing file owners")
 

@@ -6,6 +6,7 @@ here is computed at import time.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,12 +109,18 @@ class Layout:
     # -- records only root writes ----------------------------------------------
     @property
     def records(self) -> Path:
-        """What root-run commands act on later (the upgrade history): root's, mode 755, never the hub user's."""
+        """What root-run commands act on later (the upgrade history, the users barehub created):
+        root's, mode 755, never the hub user's."""
         return self.base / "records"
 
     @property
     def upgrades_file(self) -> Path:
         return self.records / "upgrades.json"
+
+    @property
+    def created_users_record(self) -> Path:
+        """The system users `barehub install` created (one name a line): the only ones uninstall deletes."""
+        return self.records / "created-users"
 
     @property
     def backups(self) -> Path:
@@ -140,6 +147,21 @@ class Layout:
     # -- tests and checks -------------------------------------------------------
     def looks_like_base(self) -> bool:
         return self.settings_file.is_file() or self.config_d.is_dir()
+
+    def path_problem(self) -> str | None:
+        """Why the base's path cannot be written into unit files and TOML as it is, or None.
+
+        systemd gives a space, "%", a quote or a backslash a meaning of their own, and a
+        newline ends a line: only a conservative set of characters is allowed.
+        """
+        text = str(self.base)
+        if re.fullmatch(r"/[A-Za-z0-9._/-]*", text):
+            return None
+        bad = sorted({c for c in text if not re.fullmatch(r"[A-Za-z0-9._/-]", c)})
+        return (f"the base directory {text!r} has characters barehub cannot write into systemd units and "
+                f"traefik's configuration ({', '.join(map(repr, bad))}): choose a path of letters, digits "
+                "and . _ - / only, e.g. /opt/barehub (set BAREHUB_BASE for the installer, or pass --base "
+                "to `barehub install`). Nothing was changed.")
 
     def check_usable(self) -> None:
         """Refuse a directory that exists but is not (yet) a barehub base.

@@ -41,9 +41,7 @@ CURVES = ("X25519", "CurveP256", "CurveP384")
 
 
 def _listen(address: str, port: int) -> str:
-    if ":" in address and not address.startswith("["):
-        address = f"[{address}]"
-    return f"{address}:{port}"
+    return f"{settings_mod.url_host(address)}:{port}"
 
 
 @dataclass(frozen=True)
@@ -232,7 +230,8 @@ def tcp_listeners(proc: Path = Path("/proc/net")) -> list[Listener]:
 
 def _overlaps(ours: str, theirs: str) -> bool:
     wildcard = {"", "0.0.0.0", "::"}
-    ours = ours.strip("[]")
+    addr = settings_mod.ip_address(ours)
+    ours = str(addr) if addr is not None else ours.strip("[]")  # "[0::1]" is "::1" in /proc/net
     return ours in wildcard or theirs in wildcard or ours == theirs or (ours == "localhost" and theirs in {"127.0.0.1", "::1"})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sqlite3
@@ -23,8 +24,24 @@ def templates_dir() -> Path:
     raise FileNotFoundError(f"barehub templates not found in {packaged} or {checkout}")
 
 
+def toml_string(value: object) -> str:
+    """A TOML basic string, quotes included, that reads back as exactly str(value).
+
+    JSON's string escapes (quote, backslash, newline and the other control
+    characters) are all valid in TOML. Non-ASCII text stays as it is (JSON's
+    surrogate-pair escapes are not valid TOML), and DEL, which JSON leaves
+    alone but TOML forbids in a string, is escaped too.
+    """
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def toml_comment(value: object) -> str:
+    """Text for a TOML comment: one line, control characters escaped as in a string."""
+    return toml_string(value)[1:-1]
+
+
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -32,20 +49,26 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
+    # every string a TOML template interpolates goes through this: {{ value | toml }}
+    env.filters["toml"] = toml_string
+    # and every value in a TOML comment through this: {{ value | comment }}
+    env.filters["comment"] = toml_comment
+    return env
 
 
 def render(name: str, **context: object) -> str:
     return environment().get_template(name).render(**context)
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
-    """Replace ``path`` with ``text`` in one rename; return True when the content changed.
+def write_atomic(path: Path, text: str | bytes, mode: int = 0o644) -> bool:
+    """Replace ``path`` with ``text`` (or bytes) in one rename; return True when the content changed.
 
     The temporary file gets its final mode before any byte is written, so a
     secret is never readable by others, even for an instant.
     """
     try:
-        if path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
+        current = path.read_bytes() if isinstance(text, bytes) else path.read_text()
+        if current == text and (path.stat().st_mode & 0o777) == mode:
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
@@ -53,7 +76,7 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

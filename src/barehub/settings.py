@@ -8,6 +8,7 @@ systemd units and traefik's static configuration.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass
@@ -46,23 +47,66 @@ def _port(value: int) -> str | None:
     return None if 1 <= value <= 65535 else "must be a TCP port between 1 and 65535"
 
 
-_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# Every pattern here is matched with fullmatch: `$` would also accept a trailing newline,
+# which would then end a line of a unit file or a TOML string early.
+_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def valid_user_name(value: str) -> bool:
+    return bool(_USER_RE.fullmatch(value))
 
 
 def _user(value: str) -> str | None:
-    return None if _USER_RE.match(value) else "must be a valid system user name"
+    if valid_user_name(value):
+        return None
+    return ('must be a valid system user name: a lower-case letter or "_", then up to 31 lower-case letters, '
+            'digits, "_" or "-"')
+
+
+def ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address in value ("::1", "[::1]", "10.0.0.1"), or None if it is not one."""
+    bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    if not re.fullmatch(r"[0-9A-Fa-f:.]+", bare):  # no "%scope" (ipaddress takes any text there)
+        return None
+    try:
+        addr = ipaddress.ip_address(bare)
+    except ValueError:
+        return None
+    if bare != value and addr.version != 6:
+        return None  # "[10.0.0.1]" is no address
+    return addr
+
+
+def url_host(address: str) -> str:
+    """An address as the host part of a URL or a listen address: IPv6 in brackets."""
+    addr = ip_address(address)
+    if addr is not None and addr.version == 6:
+        return f"[{addr}]"
+    return address
 
 
 def _address(value: str) -> str | None:
-    if value == "" or re.match(r"^[0-9a-fA-F.:\[\]]+$", value):
+    if value == "" or ip_address(value) is not None:
         return None
-    return 'must be an IP address, or "" for all interfaces'
+    return 'must be an IP address like "10.0.0.1" or "::1", or "" for all interfaces'
+
+
+# The characters RFC 3986 allows in a URI; no quote, backslash, space or control character.
+_URI_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]"
+_HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?")
+
+
+def _url_ok(value: str, schemes: tuple[str, ...]) -> bool:
+    m = re.fullmatch(r"([a-z]+)://([^/?#]+)(" + _URI_CHARS + r"*)", value)
+    return bool(m and m.group(1) in schemes and _HOST_RE.fullmatch(m.group(2))
+                and (m.group(3) == "" or m.group(3)[0] in "/?#"))
 
 
 def _url(value: str) -> str | None:
-    if value == "" or re.match(r"^https?://[^/\s]+(/.*)?$", value):
+    if value == "" or _url_ok(value, ("http", "https")):
         return None
-    return 'must be an http:// or https:// URL, or "" to derive it'
+    return ('must be an http:// or https:// URL like "https://hub.example.org/" (no quotes, spaces or '
+            'backslashes), or "" to derive it')
 
 
 def _one_of(*choices: str) -> Callable[[str], str | None]:
@@ -72,12 +116,19 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
     return check
 
 
-def _non_negative(value: int) -> str | None:
-    return None if value >= 0 else "must be 0 or more"
+#: The largest https.hsts_max_age: traefik reads stsSeconds as a 64-bit integer and drops the
+#: whole rules directory (the hub's routes too) on a larger one. 2^31-1 s is 68 years.
+HSTS_MAX = 2**31 - 1
+
+
+def _hsts(value: int) -> str | None:
+    if 0 <= value <= HSTS_MAX:
+        return None
+    return f"must be between 0 and {HSTS_MAX} seconds (one year is 31536000; 0 = no HSTS header)"
 
 
 # A DNS name as ACME CAs accept it: letters, digits and hyphens, at least two labels.
-_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DOMAIN_RE = re.compile(r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _domains(value: list[str]) -> str | None:
@@ -85,27 +136,39 @@ def _domains(value: list[str]) -> str | None:
         if name.startswith("*."):
             return (f"has the wildcard {name!r}: wildcard certificates need the dns-01 challenge, which "
                     "barehub does not configure; list each name instead")
-        if not _DOMAIN_RE.match(name):
+        if ip_address(name) is not None or (_DOMAIN_RE.fullmatch(name) and name.rsplit(".", 1)[1].isdigit()):
+            return (f"has the IP address {name!r}: barehub gets certificates for DNS names only; list the "
+                    "name users reach the hub at, or use https.mode = \"manual\" with your own certificate")
+        if not _DOMAIN_RE.fullmatch(name):
             return f"has {name!r}, which is not a lower-case DNS name like \"hub.example.org\""
     if len(set(value)) != len(value):
         return "lists a name twice"
     return None
 
 
+_EMAIL_RE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+")
+
+
 def _email(value: str) -> str | None:
-    if value == "" or re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
+    if value == "" or _EMAIL_RE.fullmatch(value):
         return None
-    return 'must be an e-mail address like "admin@example.org"'
+    return 'must be an e-mail address like "admin@example.org" (no quotes, spaces or backslashes)'
 
 
 def _https_url(value: str) -> str | None:
-    if value == "" or re.match(r"^https://[^/\s]+(/\S*)?$", value):
+    if value == "" or _url_ok(value, ("https",)):
         return None
-    return 'must be an https:// URL, or "" for Let\'s Encrypt'
+    return ('must be an https:// URL like "https://acme.example.org/directory" (no quotes, spaces or '
+            'backslashes), or "" for Let\'s Encrypt')
 
 
 def _abs_path(value: str) -> str | None:
-    return None if value == "" or value.startswith("/") else "must be an absolute path (starting with /)"
+    if value and not value.startswith("/"):
+        return "must be an absolute path (starting with /)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "must not hold a newline or another control character"
+    return None
 
 
 HTTPS_MODES = ("off", "letsencrypt", "manual")
@@ -190,7 +253,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             31536000, int,
             "Strict-Transport-Security max-age in seconds, sent with every HTTPS response "
             "(0 = no HSTS header).",
-            _non_negative,
+            _hsts,
         ),
     },
 }
@@ -266,6 +329,14 @@ def _cross_checks(s: Settings, source: str) -> list[str]:
         ports["https.port"] = s["https.port"]
     seen: dict[int, str] = {}
     out = []
+    proxy_user, hub_user = s["proxy.user"], s["hub.user"]
+    if proxy_user == "root":
+        out.append(f'{source}: proxy.user = "root": traefik must run as an unprivileged user of its own; '
+                   'remove the line (default: "barehub-proxy") or name another user')
+    elif proxy_user == hub_user:
+        out.append(f'{source}: proxy.user and hub.user are both "{hub_user}": traefik must not run as the hub\'s '
+                   'user (it could read the hub\'s state); remove proxy.user (default: "barehub-proxy") or name '
+                   'another user')
     for name, port in ports.items():
         if port in seen:
             out.append(f"{source}: {name} and {seen[port]} are both {port}; each needs its own port")
@@ -326,7 +397,14 @@ def squattable_ports(s: Settings, first_unprivileged: int) -> list[str]:
 
 def load(path: Path) -> Settings:
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise SettingsError(
+            f"{path}, line {line}: not UTF-8 text (byte {e.object[e.start]:#04x} "
+            f"at offset {e.start}): TOML files must be "
+            "UTF-8. Re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`), then run `barehub check`."
+        ) from None
     except FileNotFoundError:
         raise SettingsError(
             f"{path} is missing. Run `barehub install --base {path.parent}` to create it with defaults."
