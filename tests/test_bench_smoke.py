@@ -100,3 +100,4 @@ def test_hub_scale_smoke(tmp_path):
     assert row["probe_requests"] >= 20 and row["servers_probed"] == 20
     assert row["probe_failed"] == 0, row["probe_failures_sample"]
     assert isinstance(row["goal_met"], bool)
+    assert 0 < row["empty_restart_to_api_s"] and row["restart_ratio"] > 0 and isinstance(row["ratio_goal_met"], bool)

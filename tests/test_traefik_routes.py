@@ -164,9 +164,8 @@ def test_add_get_delete_through_traefik(base, backends):
     parsed, records = base.rules()
     assert set(records) == {"/"}
     assert set(parsed["http"]["routers"]) == {"route_api", "router__2F"}
-    # upstream's records are there too, for a rolled-back barehub or any tool reading it the upstream way
-    assert parsed["jupyterhub"]["routes"] == {"router__2F": {
-        "routespec": "/", "target": alpha.url, "router": "router__2F", "service": "service__2F", "data": {"hub": True}}}
+    # the hub's records are comments: traefik parses nothing it ignores (no [jupyterhub.routes] copy)
+    assert set(parsed) == {"http"} and records["/"]["data"] == {"hub": True}
 
 
 def test_rules_are_group_readable_and_staged_outside_the_watched_directory(base, backends):
@@ -302,8 +301,8 @@ def test_upgrade_from_upstreams_rules_format(base, backends):
     assert set(routes) == {"/user/dee/", "/user/eve/", "/user/fay/"} and routes["/user/dee/"]["data"] == {"user": "dee"}
     parsed, records = base.rules()
     assert set(records) == {"/user/dee/", "/user/eve/", "/user/fay/"}
-    assert set(parsed["jupyterhub"]["routes"]) == {"router__2Fuser_2Fdee_2F", "router__2Fuser_2Feve_2F",
-                                                   "router__2Fuser_2Ffay_2F"}
+    assert "jupyterhub" not in parsed  # rewritten: upstream's records are gone from what traefik parses
+    assert {"router__2Fuser_2Fdee_2F", "router__2Fuser_2Feve_2F", "router__2Fuser_2Ffay_2F"} <= set(parsed["http"]["routers"])
     assert "route_api" in parsed["http"]["routers"]
     assert base.get("/user/fay/x") == "alpha /user/fay/x"
 
@@ -320,8 +319,7 @@ def test_route_block_round_trip(spec):
     parsed = tomllib.loads(text)
     (router,) = parsed["http"]["routers"].values()
     assert router["entryPoints"] == ["web"]
-    (upstream,) = parsed["jupyterhub"]["routes"].values()
-    assert upstream["routespec"] == spec and upstream["data"] == {"user": "ann", "n": [1, "a\nb"]}
+    assert set(parsed) == {"http"}
     _, ((record, block),), bad = split_rules(text)
     assert block == text.split(ROUTES_MARK + "\n")[1]
     assert bad == [] and record["routespec"] == spec and record["data"] == {"user": "ann", "n": [1, "a\nb"]}
@@ -453,3 +451,21 @@ def test_a_burst_of_concurrent_changes_loses_and_duplicates_nothing(base, backen
         assert base.get(s) == f"{name} {s}"
     for s in old[:10]:
         assert base.get(s) is None
+
+
+def test_upstream_record_copies_are_dropped_when_the_hub_loads(base, backends):
+    """A barehub rules file from before the copies were dropped: each block ended with upstream's record."""
+    specs = [f"/user/w{i:02d}x/" for i in range(3)]
+    old_blocks = []
+    for s in specs:
+        block = route_block(s, backends[0].url, {"user": s}, "web", parent=bucket_router(s[:9]))
+        router, service = (f"{kind}_{s}" for kind in ("router", "service"))  # any names: only the copy's form matters
+        old_blocks.append(block + toml.dumps({"jupyterhub": {"routes": {router: {
+            "routespec": s, "target": backends[0].url, "router": router, "service": service, "data": {"user": s}}}}}))
+    base.layout.rules_file.write_text(f"\n{ROUTES_MARK}\n" + "".join(old_blocks))
+    assert "jupyterhub" in tomllib.loads(base.layout.rules_file.read_text())
+    routes = run(load(base))
+    assert routes == {s: {"routespec": s, "target": backends[0].url, "data": {"user": s}} for s in specs}
+    parsed, records = base.rules()
+    assert "jupyterhub" not in parsed and set(records) == set(specs)
+    assert run(load(base)) == routes

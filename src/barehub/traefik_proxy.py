@@ -153,12 +153,11 @@ def route_block(routespec: str, target: str, data: dict, entrypoint: str, priori
         "  passHostHeader = true",
         f"  [[http.services.{service}.loadBalancer.servers]]",
         f"    url = {_toml_str(target)}",
-        # upstream's record too (traefik ignores it): what an older barehub, after a
-        # rollback, or any tool reading the file the upstream way, finds
-        toml.dumps({"jupyterhub": {"routes": {router: {
-            "routespec": routespec, "target": target, "router": router, "service": service, "data": data}}}}),
+        # No copy of upstream's record ([jupyterhub.routes]): traefik parses the whole file on
+        # every change, and that copy made a rebuild at 5,000 routes ~30% slower
+        # (benchmarks/README.md). The comment above is the hub's record.
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def bucket_router(key: str) -> str:
@@ -525,7 +524,9 @@ class BarehubProxy(TraefikFileProviderProxy):
             spec = record["routespec"]
             # an older barehub's rule: injectable (a backtick) or never matching (a reserved character)
             stale = ("%" in spec or "`" in spec) and record["rule"] != route_rule(spec)
-            if record.get("parent", "") == (bucket_router(key) if key else "") and not stale:
+            # as written, unless grouped otherwise, stale, or with upstream's record (an older barehub's copy)
+            if (record.get("parent", "") == (bucket_router(key) if key else "") and not stale
+                    and "\n[jupyterhub." not in block):
                 loaded_blocks[alias] = block  # as written: no need to render it again
                 if key:
                     self._bucket_of[alias] = key
