@@ -183,6 +183,27 @@ SCHEMA: dict[str, dict[str, Key]] = {
             _non_negative,
         ),
     },
+    # docs/metrics.md is the how-to (the hub's own /hub/metrics needs no setting here).
+    "metrics": {
+        "enabled": Key(
+            False, bool,
+            "true: traefik serves Prometheus metrics (requests, response times and open connections "
+            "per entry point, router and service) at http://<metrics.address>:<metrics.port>/metrics, "
+            "without authentication.",
+        ),
+        "address": Key(
+            "127.0.0.1", str,
+            'Address the metrics listen on. Anyone who can connect reads them, and router and service '
+            'names include user names: keep 127.0.0.1 unless Prometheus runs elsewhere ("" = all interfaces).',
+            _address,
+        ),
+        "port": Key(
+            82, int,
+            "Port of the metrics. Keep it below 1024: only root can listen there, so no local user "
+            "can take the port while traefik is stopped.",
+            _port,
+        ),
+    },
 }
 
 
@@ -254,6 +275,8 @@ def _cross_checks(s: Settings, source: str) -> list[str]:
     ports = {"proxy.http_port": s["proxy.http_port"], "proxy.api_port": s["proxy.api_port"], "hub.port": s["hub.port"]}
     if https_on(s):
         ports["https.port"] = s["https.port"]
+    if s["metrics.enabled"]:
+        ports["metrics.port"] = s["metrics.port"]
     seen: dict[int, str] = {}
     out = []
     for name, port in ports.items():
