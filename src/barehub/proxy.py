@@ -67,6 +67,8 @@ class ProxyConfig:
     tls_dir: str = ""
     tls_rules_file: str = ""
     acme_ca_certificates: str = ""
+    # reverse proxies whose X-Forwarded-* headers traefik passes on (proxy.trusted_proxies)
+    trusted_proxies: tuple[str, ...] = ()
     # traefik's Prometheus metrics on their own entry point ([metrics] in barehub.toml)
     metrics: bool = False
     metrics_address: str = "127.0.0.1"
@@ -163,6 +165,7 @@ def proxy_config(layout: Layout, settings: Settings) -> ProxyConfig:
         tls_dir=str(layout.tls_dir),
         tls_rules_file=str(layout.tls_rules_file),
         acme_ca_certificates=s["https.acme_ca_certificates"],
+        trusted_proxies=tuple(s["proxy.trusted_proxies"]),
         metrics=s["metrics.enabled"],
         metrics_address=s["metrics.address"],
         metrics_port=s["metrics.port"],

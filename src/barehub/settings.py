@@ -8,6 +8,7 @@ systemd units and traefik's static configuration.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass
@@ -65,6 +66,16 @@ def _url(value: str) -> str | None:
     return 'must be an http:// or https:// URL, or "" to derive it'
 
 
+def _networks(value: list[str]) -> str | None:
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return (f"has {entry!r}, which is neither an IP address nor a network in CIDR notation "
+                    'like "10.0.0.5" or "192.168.0.0/24"')
+    return None
+
+
 def _one_of(*choices: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in choices else "must be one of " + ", ".join(f'"{c}"' for c in choices)
@@ -120,6 +131,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "http_port": Key(80, int, "Port users connect to.", _port),
         "api_port": Key(8099, int, "traefik's API port; it only ever listens on 127.0.0.1, with credentials.", _port),
         "user": Key("barehub-proxy", str, "Unprivileged system user traefik runs as (created if missing).", _user),
+        "trusted_proxies": Key(
+            [], list,
+            "Addresses or CIDR networks of your reverse proxies in front of barehub, e.g. "
+            '["10.0.0.5", "192.168.0.0/24"]: only requests from these may set X-Forwarded-For, -Proto '
+            "and -Host (the client address, https, the public host name); traefik replaces those headers "
+            "on every other request. Empty: nobody is trusted. See docs/behind-a-proxy.md.",
+            _networks, item=str,
+        ),
     },
     "hub": {
         "user": Key("root", str, "User the hub runs as. Spawners that switch users need root.", _user),
