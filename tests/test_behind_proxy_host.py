@@ -70,6 +70,8 @@ http {{
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header X-Forwarded-Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Scheme "";
+            proxy_set_header Forwarded "";
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             proxy_read_timeout 1d;
@@ -226,6 +228,11 @@ def test_forwarded_headers_only_from_the_trusted_proxy(stack):
     assert got["x-forwarded-host"] == f"{OUTER}:{stack['outer_port']}"
     assert got["x-forwarded-for"].split(", ")[-2:] == ["127.0.0.1", "127.0.0.2"], got  # client, then nginx
     # straight to traefik (from 127.0.0.1, untrusted): traefik replaces them all
+    other = {"X-Scheme": "https", "Forwarded": "proto=https;host=evil.example"}
+    got_other = echoed(stack["direct"](), {**spoof, **other})
+    helpers.report("behind a proxy: from an untrusted client, traefik passes on "
+                   + (", ".join(f"{k}: {got_other[k.lower()]!r}" for k in other if k.lower() in got_other) or "neither")
+                   + " of X-Scheme / Forwarded (the hub reads both before X-Forwarded-Proto)")
     got = echoed(stack["direct"](), spoof)
     port = stack["direct_url"].rsplit(":", 1)[1]
     assert (got["x-forwarded-proto"], got["x-forwarded-host"], got["x-forwarded-for"]) == (
@@ -245,6 +252,19 @@ def test_login_spawn_redirects_and_websocket_through_the_proxy(stack):
     login = next(c for c in set_cookies if c.startswith("jupyterhub-hub-login="))
     assert "secure" in login.lower(), f"the hub saw plain http: {login}"
 
+    # --- a URL the hub builds from the request: for a server that is not running, the
+    # hub answers an API request with the absolute URL to start it; https, the outer host
+    status, _h, body, _c = outer.request("GET", f"/hub/user/{USER}/api/status")
+    assert status == 424, body
+    assert f"Restart the server at https://{OUTER}:{stack['outer_port']}/hub/spawn/{USER}" in json.loads(body)["message"]
+    # the same straight to traefik with spoofed headers: plain http, the host it was sent to
+    direct = stack["direct"]()
+    direct.cookies = dict(outer.cookies)
+    status, _h, body, _c = direct.request("GET", f"/hub/user/{USER}/api/status", headers={
+        "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"})
+    assert status == 424, body
+    assert f"Restart the server at {stack['direct_url']}/hub/spawn/{USER}" in json.loads(body)["message"], body
+
     # --- spawn
     status, _h, body, _c = outer.request("POST", f"/hub/api/users/{USER}/server", headers=admin)
     assert status in (201, 202), body
@@ -258,8 +278,8 @@ def test_login_spawn_redirects_and_websocket_through_the_proxy(stack):
     except TimeoutError:
         pytest.fail("server never ready:\n" + stack["procs"]["hub"].tail(60))
 
-    # --- the single-user server sends the browser to the hub's OAuth, which redirects
-    # back to an absolute URL it builds from the request: https, the outer host name
+    # --- the browser's way into the server: the single-user server sends it through the
+    # hub's OAuth and back (redirects relative to the outer URL), then sets its cookie
     status, headers, body, _c = outer.request("GET", f"/user/{USER}/lab")
     assert status == 302, body
     authorize = local_path(headers["Location"])
@@ -267,19 +287,13 @@ def test_login_spawn_redirects_and_websocket_through_the_proxy(stack):
     status, headers, body, _c = outer.request("GET", authorize)
     assert status == 302, body
     callback = headers["Location"]
-    assert callback.startswith(f"https://{OUTER}:{stack['outer_port']}/user/{USER}/oauth_callback?"), callback
-    status, headers, body, _c = outer.request("GET", local_path(callback))
+    assert local_path(callback).startswith(f"/user/{USER}/oauth_callback?"), callback
+    status, headers, body, set_cookies = outer.request("GET", local_path(callback))
     assert status == 302, body
+    user_cookie = next(c for c in set_cookies if c.startswith(f"jupyterhub-user-{USER}="))
+    assert "secure" in user_cookie.lower(), f"the single-user server saw plain http: {user_cookie}"
     status, _h, body, _c = outer.request("GET", f"/user/{USER}/api/status")
     assert status == 200, body
-
-    # the same authorization straight to traefik with spoofed headers: plain http, its own host
-    direct = stack["direct"]()
-    direct.cookies = dict(outer.cookies)
-    status, headers, body, _c = direct.request("GET", authorize, headers={
-        "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"})
-    assert status == 302, body
-    assert headers["Location"].startswith(f"{stack['direct_url']}/user/{USER}/oauth_callback?"), headers["Location"]
 
     # --- a kernel and its websocket, through nginx and traefik
     status, _h, body, _c = outer.request("POST", f"/hub/api/users/{USER}/tokens", headers=admin,
@@ -317,3 +331,37 @@ async def kernel_info(stack, token: str, kernel: str) -> dict:
                 return reply
     finally:
         conn.close()
+
+
+def test_traefik_fails_on_an_entry_barehub_refuses(tmp_path):
+    """A trusted_proxies entry that is no address: barehub refuses it; real traefik,
+    given it, does not serve the entry point."""
+    import socket
+    import sys
+    import time
+    from pathlib import Path
+
+    with pytest.raises(settings.SettingsError, match="neither an IP address nor a network"):
+        settings.parse('[proxy]\ntrusted_proxies = ["proxy.example.org"]\n')
+    (port,) = free_ports(1)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    static = tmp_path / "traefik.toml"
+    static.write_text(f'[entryPoints.web]\n  address = "127.0.0.1:{port}"\n'
+                      '  [entryPoints.web.forwardedHeaders]\n    trustedIPs = ["proxy.example.org"]\n'
+                      f'[providers.file]\n  directory = "{rules}"\n')
+    log = tmp_path / "traefik.log"
+    p = Proc([str(Path(sys.executable).parent / "traefik"), f"--configfile={static}"], log=log, name="traefik")
+    try:
+        deadline = time.monotonic() + 10
+        while p.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        listening = False
+        if p.alive():
+            with socket.socket() as sock:
+                listening = sock.connect_ex(("127.0.0.1", port)) == 0
+    finally:
+        rc = p.stop(10)
+    helpers.report(f"traefik with trustedIPs = [\"proxy.example.org\"]: exit code {rc}, listening: {listening}")
+    assert not listening, log.read_text()
+    assert "proxy.example.org" in log.read_text(), log.read_text()

@@ -54,6 +54,11 @@ def test_unknown_section():
         ('[hub]\npublic_url = "hub.example.org"\n', "http:// or https:// URL"),
         ("[proxy]\napi_port = 8081\n", "hub.port and proxy.api_port are both 8081"),
         ("proxy = 3\n", "must be a [proxy] table"),
+        ('[proxy]\ntrusted_proxies = "10.0.0.5"\n', "proxy.trusted_proxies = '10.0.0.5' must be a list of strs"),
+        ('[proxy]\ntrusted_proxies = ["10.0.0.5", "proxy.example.org"]\n',
+         "has 'proxy.example.org', which is neither an IP address nor a network in CIDR notation"),
+        ('[proxy]\ntrusted_proxies = ["10.0.0.0/33"]\n', "has '10.0.0.0/33', which is neither"),
+        ('[proxy]\ntrusted_proxies = ["10.0.0.5\\n"]\n', "which is neither"),
         ('[metrics]\nenabled = "yes"\n', "metrics.enabled = 'yes' must be a bool (default: False)"),
         ('[metrics]\naddress = "localhost"\n', "metrics.address = 'localhost' must be an IP address"),
         ("[metrics]\nenabled = true\nport = 8081\n", "metrics.port and hub.port are both 8081"),
@@ -102,3 +107,9 @@ def test_a_foreign_listener_on_the_metrics_port_is_found():
     assert problem.startswith("metrics.port = 82: port 82 is already in use on 0.0.0.0")
     s = settings.parse('[metrics]\nenabled = true\naddress = "10.0.0.1"\n')
     assert proxy.ports_in_use(lay, s, [proxy.Listener("127.0.0.1", 82, 12345, 0)]) == []
+
+
+def test_trusted_proxies_take_addresses_and_networks():
+    assert settings.parse("")["proxy.trusted_proxies"] == []
+    ok = ["10.0.0.5", "192.168.0.0/24", "2001:db8::1", "2001:db8::/32", "127.0.0.2"]
+    assert settings.parse(f"[proxy]\ntrusted_proxies = {ok!r}\n".replace("'", '"'))["proxy.trusted_proxies"] == ok
