@@ -212,11 +212,14 @@ def make_env(prefix: Path, wheels: Path, *, singleuser: bool = True) -> Path:
     return prefix
 
 
-def install_base(base: Path, wheels: Path) -> tuple[Path, str, subprocess.CompletedProcess[str]]:
+def install_base(base: Path, wheels: Path, extra_settings: str = "", proxy_settings: str = "",
+                 ) -> tuple[Path, str, subprocess.CompletedProcess[str]]:
     """Install a base the way an admin's installer run would, without starting anything.
 
     The env is reproduced from the lock at BASE/envs/<version>, barehub.toml gets
-    free loopback ports first (as a site's config management would write it), then
+    free loopback ports first (as a site's config management would write it; plus
+    proxy_settings, more lines of its [proxy] table, and extra_settings, more
+    TOML sections), then
     post_install.sh runs under constructor's contract with BAREHUB_NO_START=1.
     Returns (prefix, the proxy's URL, the hook's result).
     """
@@ -226,7 +229,8 @@ def install_base(base: Path, wheels: Path) -> tuple[Path, str, subprocess.Comple
     prefix = make_env(base / "envs" / v, wheels)
     http_port, api_port, hub_port = free_ports(3)
     (base / "barehub.toml").write_text(
-        f"[proxy]\nhttp_port = {http_port}\napi_port = {api_port}\n\n[hub]\nport = {hub_port}\n"
+        f"[proxy]\nhttp_port = {http_port}\napi_port = {api_port}\n{proxy_settings}\n[hub]\nport = {hub_port}\n"
+        + (f"\n{extra_settings}" if extra_settings else "")
     )
     result = run_post_install(prefix, constructor_env(prefix, v, extra={"BAREHUB_NO_START": "1"}))
     assert result.returncode == 0, result.stdout + result.stderr

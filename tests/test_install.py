@@ -69,9 +69,12 @@ def test_fresh_install_creates_the_base(base):
     # admin-owned files
     assert (base / "jupyterhub_config.d" / "README.md").read_text().count("lexicographic") >= 1
     assert (base / "jupyterhub_config.d" / "10-example.py.example").exists()
+    metrics = base / "jupyterhub_config.d" / "60-metrics.py.example"
+    assert stat.S_IMODE(metrics.stat().st_mode) == 0o644 and f"{base}/state/metrics-token" in metrics.read_text()
     assert not list((base / "jupyterhub_config.d").glob("*.py")), "the example must not be active"
     text = (base / "barehub.toml").read_text()
-    assert tomllib.loads(text) == {"proxy": {}, "hub": {}, "https": {}}, "defaults are documented, commented out"
+    assert tomllib.loads(text) == {"proxy": {}, "hub": {}, "https": {}, "metrics": {}}, \
+        "defaults are documented, commented out"
     # state: 0700, secrets 0600, 32 random bytes as hex
     assert stat.S_IMODE((base / "state").stat().st_mode) == 0o700
     secrets = {}
@@ -151,7 +154,7 @@ def test_settings_from_environment_on_first_install(base):
     r = install(base, "--no-start", env={"BAREHUB_PROXY_HTTP_PORT": "8443", "BAREHUB_HUB_PORT": "9081"})
     assert r.returncode == 0, r.stderr
     assert tomllib.loads((base / "barehub.toml").read_text()) == {
-        "proxy": {"http_port": 8443}, "hub": {"port": 9081}, "https": {}}
+        "proxy": {"http_port": 8443}, "hub": {"port": 9081}, "https": {}, "metrics": {}}
     assert settings.load(base / "barehub.toml")["proxy.http_port"] == 8443
     r = install(base, "--no-start", env={"BAREHUB_PROXY_HTTP_PORT": "9000"})
     assert "BAREHUB_* settings variables are ignored" in r.stdout

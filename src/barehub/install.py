@@ -59,6 +59,10 @@ def settings_from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, obj
                     raise InstallError(f"{var}={raw!r} must be a whole number (default: {spec.default})") from None
             elif spec.kind is list:
                 value = [item.strip() for item in raw.split(",") if item.strip()]
+            elif spec.kind is bool:
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise InstallError(f"{var}={raw!r} must be true or false (default: {_toml_value(spec.default)})")
+                value = raw.lower() in ("true", "1")
             else:
                 value = raw
             out.setdefault(section, {})[key] = value
@@ -109,6 +113,7 @@ class Context:
             "web_entrypoint": proxy.WEB_ENTRYPOINT,
             "https_entrypoint": proxy.HTTPS_ENTRYPOINT,
             "api_entrypoint": proxy.API_ENTRYPOINT,
+            "metrics_entrypoint": proxy.METRICS_ENTRYPOINT,
             "hsts_name": proxy.HSTS_MIDDLEWARE,
             "cipher_suites": proxy.CIPHER_SUITES,
             "curves": proxy.CURVES,
@@ -483,6 +488,8 @@ def finish(layout: Layout, prefix: Path, current: settings.Settings, initial_tex
         render.write_atomic(layout.config_d / "README.md", render.render("config.d-README.md.j2", layout=layout, version=barehub.__version__))
         render.write_atomic(layout.config_d / "10-example.py.example", render.render("10-example.py.example.j2"))
         render.write_atomic(layout.config_d / "50-idle-culler.py.example", render.render("50-idle-culler.py.example.j2", layout=layout))
+        render.write_atomic(layout.config_d / "60-metrics.py.example",
+                            render.render("60-metrics.py.example.j2", layout=layout, hub_user=current["hub.user"]))
         say(f"created {layout.config_d}/ with a README and examples")
 
     hub_user, proxy_user = current["hub.user"], current["proxy.user"]

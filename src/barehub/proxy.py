@@ -22,6 +22,7 @@ from barehub.settings import Settings
 WEB_ENTRYPOINT = "web"
 HTTPS_ENTRYPOINT = "https"
 API_ENTRYPOINT = "hubapi"
+METRICS_ENTRYPOINT = "metrics"
 API_USERNAME = "jupyterhub"
 HSTS_MIDDLEWARE = "barehub-hsts"
 #: Names of the copies traefik reads, inside Layout.tls_dir.
@@ -64,6 +65,16 @@ class ProxyConfig:
     tls_dir: str = ""
     tls_rules_file: str = ""
     acme_ca_certificates: str = ""
+    # reverse proxies whose X-Forwarded-* headers traefik passes on (proxy.trusted_proxies)
+    trusted_proxies: tuple[str, ...] = ()
+    # traefik's Prometheus metrics on their own entry point ([metrics] in barehub.toml)
+    metrics: bool = False
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = 82
+
+    @property
+    def metrics_listen(self) -> str:
+        return _listen(self.metrics_address, self.metrics_port)
 
     @property
     def api_url(self) -> str:
@@ -152,6 +163,10 @@ def proxy_config(layout: Layout, settings: Settings) -> ProxyConfig:
         tls_dir=str(layout.tls_dir),
         tls_rules_file=str(layout.tls_rules_file),
         acme_ca_certificates=s["https.acme_ca_certificates"],
+        trusted_proxies=tuple(s["proxy.trusted_proxies"]),
+        metrics=s["metrics.enabled"],
+        metrics_address=s["metrics.address"],
+        metrics_port=s["metrics.port"],
     )
 
 
@@ -267,6 +282,8 @@ def ports_in_use(layout: Layout, settings: Settings, listeners: list[Listener] |
     wanted = {"proxy.http_port": (p.http_address, p.http_port), "proxy.api_port": ("127.0.0.1", p.api_port)}
     if p.https:
         wanted["https.port"] = (p.http_address, p.https_port)
+    if p.metrics:
+        wanted["metrics.port"] = (p.metrics_address, p.metrics_port)
     try:
         proxy_uid: int | None = pwd.getpwnam(settings["proxy.user"]).pw_uid
     except KeyError:

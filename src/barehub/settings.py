@@ -109,6 +109,16 @@ def _url(value: str) -> str | None:
             'backslashes), or "" to derive it')
 
 
+def _networks(value: list[str]) -> str | None:
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return (f"has {entry!r}, which is neither an IP address nor a network in CIDR notation "
+                    'like "10.0.0.5" or "192.168.0.0/24"')
+    return None
+
+
 def _one_of(*choices: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in choices else "must be one of " + ", ".join(f'"{c}"' for c in choices)
@@ -188,6 +198,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
             _port,
         ),
         "user": Key("barehub-proxy", str, "Unprivileged system user traefik runs as (created if missing).", _user),
+        "trusted_proxies": Key(
+            [], list,
+            "Addresses or CIDR networks of your reverse proxies in front of barehub, e.g. "
+            '["10.0.0.5", "192.168.0.0/24"]: only requests from these may set X-Forwarded-For, -Proto '
+            "and -Host (the client address, https, the public host name); traefik replaces those headers "
+            "on every other request. Empty: nobody is trusted. See docs/behind-a-proxy.md.",
+            _networks, item=str,
+        ),
     },
     "hub": {
         "user": Key("root", str, "User the hub runs as. Spawners that switch users need root.", _user),
@@ -254,6 +272,27 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "Strict-Transport-Security max-age in seconds, sent with every HTTPS response "
             "(0 = no HSTS header).",
             _hsts,
+        ),
+    },
+    # docs/metrics.md is the how-to (the hub's own /hub/metrics needs no setting here).
+    "metrics": {
+        "enabled": Key(
+            False, bool,
+            "true: traefik serves Prometheus metrics (requests, response times and open connections "
+            "per entry point, router and service) at http://<metrics.address>:<metrics.port>/metrics, "
+            "without authentication.",
+        ),
+        "address": Key(
+            "127.0.0.1", str,
+            'Address the metrics listen on. Anyone who can connect reads them, and router and service '
+            'names include user names: keep 127.0.0.1 unless Prometheus runs elsewhere ("" = all interfaces).',
+            _address,
+        ),
+        "port": Key(
+            82, int,
+            "Port of the metrics. Keep it below 1024: only root can listen there, so no local user "
+            "can take the port while traefik is stopped.",
+            _port,
         ),
     },
 }
@@ -327,6 +366,8 @@ def _cross_checks(s: Settings, source: str) -> list[str]:
     ports = {"proxy.http_port": s["proxy.http_port"], "proxy.api_port": s["proxy.api_port"], "hub.port": s["hub.port"]}
     if https_on(s):
         ports["https.port"] = s["https.port"]
+    if s["metrics.enabled"]:
+        ports["metrics.port"] = s["metrics.port"]
     seen: dict[int, str] = {}
     out = []
     proxy_user, hub_user = s["proxy.user"], s["hub.user"]
