@@ -262,7 +262,12 @@ def cmd_env_export(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     layout = _base_or_error(args)
-    backup.backup(layout, args.output, args.keep)
+    try:
+        backup.backup(layout, args.output, args.keep)
+    except PermissionError as e:
+        print(f"error: cannot read {e.filename}: {e.strerror}. barehub backup must run as root (sudo).",
+              file=sys.stderr)
+        return 2
     return 0
 
 
@@ -274,8 +279,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return backup.restore(layout, args.archive, force=args.force, no_start=args.no_start)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    base_default = default_base(os.environ, sys.prefix)
+def build_parser(base_default: Path | None = None) -> argparse.ArgumentParser:
+    """The whole command line; scripts/docs_reference.py renders docs/reference/cli.md from it."""
+    if base_default is None:
+        base_default = default_base(os.environ, sys.prefix)
     parser = argparse.ArgumentParser(prog="barehub", description="Manage a barehub JupyterHub base.")
     parser.add_argument("--version", action="version", version=f"barehub {barehub.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -322,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=int, metavar="N",
                    help="with -o DIRECTORY: then remove all but the N newest barehub-backup-* archives there")
     p.set_defaults(func=cmd_backup)
-    p = add("restore", "put a backup archive back into an installed base (same or newer release): "
+    p = add("restore", "put a backup archive (of this release or an older one) back into an installed base: "
             "stops the hub, replaces the files, starts it again")
     p.add_argument("archive", type=Path, metavar="FILE", help="an archive written by `barehub backup`")
     p.add_argument("--force", action="store_true",
