@@ -25,7 +25,11 @@ import pytest
 
 from conftest import install_base
 from helpers import Proc, report, unit_command, wait_for
-from test_e2e_host import USER, http, installed, local_user, running  # noqa: F401 - fixtures
+import test_e2e_host
+from test_e2e_host import USER, http
+
+# the host end-to-end fixtures (module-scoped: this module gets its own base and hub)
+local_user, installed, running = test_e2e_host.local_user, test_e2e_host.installed, test_e2e_host.running
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +39,7 @@ def barehub_in(base, *args):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_backup_under_load_then_restore_readopts_the_server(installed, running, scratch, wheelhouse):  # noqa: F811
+def test_backup_under_load_then_restore_readopts_the_server(installed, running, scratch, wheelhouse):
     url, token, base = installed["url"], installed["token"], installed["base"]
     if "backup" not in barehub_in(base, "--help").stdout.replace("--base", ""):
         pytest.fail("the env's barehub has no `backup` command: the wheelhouse's barehub wheel is stale; "

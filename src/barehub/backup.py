@@ -501,7 +501,10 @@ def restore(layout: Layout, path: Path, *, force: bool = False, no_start: bool =
     if managed and "state/proxy/acme/acme.json" in arch.members:
         say(f"stopping {PROXY_UNIT} while its ACME storage is replaced (started again below)")
         systemd.systemctl("stop", PROXY_UNIT)
-    kept = layout.base / f"restore-kept-{_stamp()}"
+    kept, n = layout.base / f"restore-kept-{_stamp()}", 1
+    while os.path.lexists(kept):  # two restores in one second
+        n += 1
+        kept = layout.base / f"restore-kept-{_stamp()}-{n}"
     mover = _Mover(layout, kept)
     try:
         hub_owner = _uid_gid(restored["hub.user"])
