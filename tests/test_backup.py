@@ -82,6 +82,9 @@ def full(base):
     acme = base / "state" / "proxy" / "acme" / "acme.json"
     acme.write_text('{"letsencrypt": {"Account": {"Email": "a@example.org"}}}\n')
     acme.chmod(0o600)
+    rules = base / "state" / "proxy" / "rules" / "jupyterhub.toml"
+    rules.write_text("# the hub's rules file: its API router (with the API password's hash) and routes\n")
+    rules.chmod(0o640)
     return base
 
 
@@ -123,7 +126,7 @@ def test_backup_then_restore_into_a_fresh_base_gives_back_everything(full, tmp_p
         assert hashlib.sha256(got[f"barehub-backup/{name}"]).hexdigest() == meta["sha256"], name
     assert {"barehub.toml", "jupyterhub_config.d/10-auth.py", "state/jupyterhub.sqlite",
             "state/jupyterhub_cookie_secret", "state/proxy_api_password", "state/proxy/acme/acme.json",
-            "environment.lock"} <= set(manifest["members"])
+            "state/proxy/rules/jupyterhub.toml", "environment.lock"} <= set(manifest["members"])
     assert manifest["lockfile"]["kind"] == "pip-freeze"  # the fake env has no conda-meta/
     assert "# Recreate with: python -m pip install -r THIS_FILE" in got["barehub-backup/environment.lock"].decode()
 
@@ -135,8 +138,9 @@ def test_backup_then_restore_into_a_fresh_base_gives_back_everything(full, tmp_p
     users = dump(fresh / "state" / "jupyterhub.sqlite")
     assert any("alice" in row for row in users["users"]) and users["api_tokens"] and users["spawners"]
     for rel in ("barehub.toml", "jupyterhub_config.d/10-auth.py", "state/jupyterhub_cookie_secret",
-                "state/proxy_api_password", "state/proxy/acme/acme.json"):
+                "state/proxy_api_password", "state/proxy/acme/acme.json", "state/proxy/rules/jupyterhub.toml"):
         assert (fresh / rel).read_bytes() == (full / rel).read_bytes(), rel
+    assert stat.S_IMODE((fresh / "state/proxy/rules/jupyterhub.toml").stat().st_mode) == 0o640
     for rel in ("state/jupyterhub_cookie_secret", "state/proxy_api_password", "state/jupyterhub.sqlite",
                 "state/proxy/acme/acme.json"):
         assert stat.S_IMODE((fresh / rel).stat().st_mode) == 0o600, rel

@@ -7,8 +7,9 @@ The archive is a tar.gz whose members all live under ``barehub-backup/``:
 - ``barehub.toml`` and ``jupyterhub_config.d/`` (the admin's files);
 - ``state/jupyterhub.sqlite``: a consistent copy made with sqlite's online backup API
   (the hub may keep running), ``state/jupyterhub_cookie_secret``,
-  ``state/proxy_api_password`` and ``state/proxy/acme/acme.json`` (the ACME account and
-  certificates), whichever exist;
+  ``state/proxy_api_password``, ``state/proxy/acme/acme.json`` (the ACME account and
+  certificates) and ``state/proxy/rules/jupyterhub.toml`` (the hub's routes, and the hash
+  of the API password traefik checks), whichever exist;
 - ``environment.lock``: the active environment's exact package list, as `barehub env
   export` writes it (conda's @EXPLICIT list from conda-meta/, else name==version lines
   of its Python packages). It is for the record and for rebuilding the environment;
@@ -51,8 +52,11 @@ PREFIX = "barehub-backup"
 MANIFEST = "manifest.json"
 LOCKFILE = "environment.lock"
 DB = "state/jupyterhub.sqlite"
-#: secrets and the ACME storage, below state/ (hub- and proxy-user-writable)
-STATE_FILES = ("state/jupyterhub_cookie_secret", "state/proxy_api_password", "state/proxy/acme/acme.json")
+RULES = "state/proxy/rules/jupyterhub.toml"
+#: secrets, the ACME storage and the hub's rules file, below state/ (hub- and proxy-user-writable).
+#: The rules file holds the hash of the proxy's API password and the routes of the servers in
+#: the database: without it, a restored password would not match the one traefik checks.
+STATE_FILES = ("state/jupyterhub_cookie_secret", "state/proxy_api_password", "state/proxy/acme/acme.json", RULES)
 NAME_PREFIX = "barehub-backup-"
 NAME_SUFFIX = ".tar.gz"
 
@@ -517,7 +521,12 @@ def restore(layout: Layout, path: Path, *, force: bool = False, no_start: bool =
             if rel == DB:
                 for suffix in ("-journal", "-wal", "-shm"):
                     mover.keep_only(DB + suffix)
-            owner = proxy_owner if rel.startswith("state/proxy/acme/") else (hub_owner if rel.startswith("state/") else None)
+            if rel.startswith("state/proxy/acme/"):
+                owner = proxy_owner
+            elif rel == RULES:  # the hub writes it, traefik (its group) reads it
+                owner = (hub_owner[0], proxy_owner[1]) if hub_owner and proxy_owner else hub_owner
+            else:
+                owner = hub_owner if rel.startswith("state/") else None
             mover.put(rel, data, mode, owner)
         # jupyterhub_config.d/ as a whole: the old one moves into the kept directory
         confd = {rel: dm for rel, dm in arch.members.items() if rel.startswith("jupyterhub_config.d/")}
