@@ -8,7 +8,7 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/barehub/__init__.
 # scripts/requirements.txt): the test venv once `make test-deps` made it, else $(PY).
 SCRIPTS_PY ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PY))
 
-.PHONY: help try try-stop apt-deps test test-deps wheels channel installer test-installer lint clean version
+.PHONY: help try try-stop apt-deps test test-deps wheels channel installer test-installer lint clean version docs
 
 help:
 	@echo "make try        a real barehub in a throwaway systemd container (make try-stop ends it)"
@@ -21,6 +21,10 @@ help:
 	@echo "make version VERSION=YYYY.MM.N   set the release version everywhere it is spelled out"
 	@echo "make wheels     download the pinned hub environment as wheels into $(BUILD)/wheels"
 	@echo "make bench      run the benchmarks (benchmarks/README.md), results in $(BUILD)/bench"
+	@echo "make docs       regenerate docs/reference/ (barehub.toml settings, the barehub command) from the code"
+
+docs:
+	$(SCRIPTS_PY) scripts/docs_reference.py
 
 channel:
 	@# Tool venv from $(PY) with the pinned rattler tools; pip runs only when they are missing.

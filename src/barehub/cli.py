@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import barehub
-from barehub import envs, gate, hubconfig, proxy, safefs, settings, systemd, upgrade
+from barehub import backup, envs, gate, hubconfig, proxy, safefs, settings, systemd, upgrade
 from barehub.install import (Context, InstallError, check_base, created_users, install, made_by_barehub,
                              proxy_changes, render_units, write_proxy_files)
 from barehub.layout import HUB_UNIT, PROXY_UNIT, Layout, NotABase
@@ -293,8 +293,29 @@ def cmd_env_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    base_default = default_base(os.environ, sys.prefix)
+def cmd_backup(args: argparse.Namespace) -> int:
+    layout = _base_or_error(args)
+    try:
+        backup.backup(layout, args.output, args.keep)
+    except PermissionError as e:
+        print(f"error: cannot read {e.filename}: {e.strerror}. barehub backup must run as root (sudo).",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    layout = _base_or_error(args)
+    if os.geteuid() != 0 and not args.no_start:
+        print("error: barehub restore must run as root (sudo), or with --no-start.", file=sys.stderr)
+        return 2
+    return backup.restore(layout, args.archive, force=args.force, no_start=args.no_start)
+
+
+def build_parser(base_default: Path | None = None) -> argparse.ArgumentParser:
+    """The whole command line; scripts/docs_reference.py renders docs/reference/cli.md from it."""
+    if base_default is None:
+        base_default = default_base(os.environ, sys.prefix)
     parser = argparse.ArgumentParser(prog="barehub", description="Manage a barehub JupyterHub base.")
     parser.add_argument("--version", action="version", version=f"barehub {barehub.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -333,6 +354,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", help="file to write (default: standard output)")
     e.add_argument("--prefix", help="export this environment instead of the active one")
     e.set_defaults(func=cmd_env_export)
+    p = add("backup", "write one archive (mode 600) with the database, the secrets, barehub.toml, "
+            "jupyterhub_config.d/, the ACME storage and the environment's package list")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="archive to write, or a directory to write barehub-backup-<version>-<UTC time>.tar.gz "
+                   "into (default: that name in the current directory)")
+    p.add_argument("--keep", type=int, metavar="N",
+                   help="with -o DIRECTORY: then remove all but the N newest barehub-backup-* archives there")
+    p.set_defaults(func=cmd_backup)
+    p = add("restore", "put a backup archive (of this release or an older one) back into an installed base: "
+            "stops the hub, replaces the files, starts it again")
+    p.add_argument("archive", type=Path, metavar="FILE", help="an archive written by `barehub backup`")
+    p.add_argument("--force", action="store_true",
+                   help="restore even though the base's database already has users (what it replaces is kept)")
+    p.add_argument("--no-start", action="store_true", help="replace the files only; stop and start nothing")
+    p.set_defaults(func=cmd_restore)
     p = add("uninstall", "stop and remove the services, the base and the proxy user")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_uninstall)
@@ -344,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (InstallError, NotABase, settings.SettingsError, systemd.SystemdError, upgrade.UpgradeError,
-            envs.LinkError, gate.GateError, safefs.UnsafePath) as e:
+            envs.LinkError, gate.GateError, safefs.UnsafePath, backup.BackupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except hubconfig.ConfigDError as e:
