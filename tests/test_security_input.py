@@ -235,7 +235,7 @@ def test_hub_address_renders_a_url_jupyterhub_can_parse(tmp_path, value):
     c = Config()
     hubconfig.base_config(lay, c, current=s)
     url = urlparse(c.JupyterHub.hub_bind_url)
-    assert url.port == 8081 and url.hostname == value.strip("[]"), c.JupyterHub.hub_bind_url
+    assert url.port == 81 and url.hostname == value.strip("[]"), c.JupyterHub.hub_bind_url
 
 
 def test_unbracketed_ipv6_url_is_unparsable():
@@ -439,7 +439,7 @@ def test_uninstall_removes_the_user_it_created_and_says_when_userdel_fails(base,
     assert r.returncode == 0, r.stderr
     assert f"created system user {NEW}" in r.stdout and _exists(NEW)
     rec = Layout.at(base).created_users_record
-    assert rec.read_text() == f"{NEW}\n" and rec.stat().st_uid == 0 and rec.parent.stat().st_mode & 0o777 == 0o700
+    assert rec.read_text() == f"{NEW}\n" and rec.stat().st_uid == 0 and rec.parent.stat().st_mode & 0o777 == 0o755
     # a process of the user keeps userdel from removing it: uninstall must say so, not "removed"
     sleeper = subprocess.Popen(["setpriv", f"--reuid={NEW}", f"--regid={pwd.getpwnam(NEW).pw_gid}", "--clear-groups",
                                 "sleep", "60"], start_new_session=True)

@@ -61,7 +61,7 @@ def test_unknown_section():
         ('[proxy]\ntrusted_proxies = ["10.0.0.5\\n"]\n', "which is neither"),
         ('[metrics]\nenabled = "yes"\n', "metrics.enabled = 'yes' must be a bool (default: False)"),
         ('[metrics]\naddress = "localhost"\n', "metrics.address = 'localhost' must be an IP address"),
-        ("[metrics]\nenabled = true\nport = 8081\n", "metrics.port and hub.port are both 8081"),
+        ("[metrics]\nenabled = true\nport = 81\n", "metrics.port and hub.port are both 81"),
         ("[metrics]\nenabled = true\nport = 80\n", "metrics.port and proxy.http_port are both 80"),
     ],
 )
