@@ -123,9 +123,10 @@ def test_reinstall_does_not_follow_links_the_hub_user_planted_in_state(top, hub_
     assert install(base).returncode == 0
     rules = state / "proxy" / "rules"
     assert rules.stat().st_uid == hub_user.pw_uid
-    # a secret the user removed is made again, never through a link at its name
+    # a link at a secret's name: never followed (nothing is made through it), and named
     as_user(hub_user, f"cd {state} && rm jupyterhub_cookie_secret && ln -s {victim}/secret jupyterhub_cookie_secret")
-    assert install(base).returncode == 0
+    r = install(base)
+    assert r.returncode == 1 and f"{state / 'jupyterhub_cookie_secret'} is not a regular file" in r.stderr, r.stderr
     assert not (victim / "secret").exists()
     unchanged(victim, before)
     assert (victim / "file").read_text() == "root's\n"
