@@ -438,7 +438,17 @@ class BarehubProxy(TraefikFileProviderProxy):
             while self._waiters:
                 try:
                     live = await self._generation_live()
-                except Exception as e:  # traefik restarting, say: the waiters time out if it lasts
+                except HTTPClientError as e:
+                    if e.code == 599:  # no connection: traefik restarting, say; the waiters time out if it lasts
+                        self.log.debug("traefik's API: %s", e)
+                        live = 0
+                    else:  # refused (a wrong API password, say): every waiting add_route fails with it
+                        for _, fut in self._waiters:
+                            if not fut.done():
+                                fut.set_exception(e)
+                        self._waiters = []
+                        return
+                except OSError as e:
                     self.log.debug("traefik's API: %s", e)
                     live = 0
                 if live > self._live_generation:
