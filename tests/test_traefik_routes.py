@@ -469,3 +469,26 @@ def test_upstream_record_copies_are_dropped_when_the_hub_loads(base, backends):
     parsed, records = base.rules()
     assert "jupyterhub" not in parsed and set(records) == set(specs)
     assert run(load(base)) == routes
+
+
+def test_a_restarted_hub_waits_for_its_own_write(base, backends):
+    """traefik still shows the old hub's newest generation marker: the new hub's first add waits for its own."""
+    alpha, beta = backends
+    base.start_traefik()
+
+    async def old_hub():
+        p = base.proxy()
+        for i in range(5):
+            await p.add_route(f"/user/g{i}xx/", alpha.url, {})
+
+    async def new_hub():
+        p = base.proxy()
+        await p.add_route("/user/newhub/", beta.url, {})
+        return await asyncio.to_thread(base.get, "/user/newhub/x")
+
+    # 2,000 routes: a rebuild takes traefik long enough (~0.2 s) to tell a confirmed add from an early return
+    blocks = "".join(route_block(f"/user/u{i:05d}/", alpha.url, {}, "web", parent=bucket_router(f"/user/u{i:05d}"[:9]))
+                     for i in range(2000))
+    base.layout.rules_file.write_text(f"\n{ROUTES_MARK}\n{blocks}")
+    run(old_hub())
+    assert run(new_hub()) == "beta /user/newhub/x"
