@@ -402,9 +402,14 @@ def https_url(ports) -> str:
 
 
 def routes_entrypoints(base: Path) -> set[str]:
-    rules = tomllib.loads((base / "state/proxy/rules/jupyterhub.toml").read_text())
-    owned = rules.get("jupyterhub", {}).get("routes", {})
-    return {ep for alias in owned for ep in rules["http"]["routers"][alias]["entryPoints"]}
+    """The entry points of the hub's own routes (their records in the rules file, barehub's format)."""
+    from barehub.traefik_proxy import split_rules
+
+    text = (base / "state/proxy/rules/jupyterhub.toml").read_text()
+    _, records, bad = split_rules(text)
+    assert records is not None and not bad, text[:2000]
+    rules = tomllib.loads(text)
+    return {ep for record, _ in records for ep in rules["http"]["routers"][record["router"]]["entryPoints"]}
 
 
 def wait_for_cert(port: int, sni: str, issuer: str, root: str, timeout: float = 60) -> x509.Certificate:

@@ -395,6 +395,10 @@ def make_state(layout: Layout, hub_user: str, proxy_user: str, say: Callable[[st
             say(f"created secret {secret} (mode 600)")
     safefs.ensure_dir(base, layout.proxy_state, 0o711, root, root)
     safefs.ensure_dir(base, layout.rules_dir, 0o2750, hub_uid, proxy_gid)  # setgid: rules files get the proxy group
+    # where the hub writes the rules before renaming them into rules/ (barehub.traefik_proxy): made
+    # here, because a hub that is not root has UMask=0077 and RestrictSUIDSGID=, so a directory it
+    # made would be 0700, traefik could not read it, and the file provider would load nothing
+    safefs.ensure_dir(base, layout.rules_dir / ".staging", 0o2750, hub_uid, proxy_gid)
     safefs.ensure_dir(base, layout.acme_dir, 0o700, proxy_uid, proxy_gid)
     # copies of a manual certificate and key: the proxy group reads them
     safefs.ensure_dir(base, layout.tls_dir, 0o750, root, proxy_gid)
