@@ -100,9 +100,13 @@ def ensure_secret(path: Path, nbytes: int = 32) -> bool:
     return True
 
 
-def sqlite_copy(src: Path, dst: Path) -> None:
-    """A consistent copy of a sqlite database through sqlite's backup API, opening src read-only."""
-    s = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+def sqlite_copy(src: Path, dst: Path, *, read_only: bool = True) -> None:
+    """A consistent copy of a sqlite database through sqlite's backup API, opening src read-only.
+
+    read_only=False: src is opened read-write, so that a hot journal beside it is rolled
+    back first (only for a private copy nobody else can reach).
+    """
+    s = sqlite3.connect(f"file:{src}?mode=ro", uri=True) if read_only else sqlite3.connect(src)
     try:
         d = sqlite3.connect(dst)
         try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import barehub
-from barehub import envs, gate, install, safefs, settings, systemd
+from barehub import envs, gate, install, render, safefs, settings, systemd
 from barehub.envs import active_env, env_version, installed_envs, norm_name, site_packages
 from barehub.layout import HUB_UNIT, Layout, NotABase
 
@@ -149,15 +148,7 @@ def private_copy(layout: Layout, src: Path, private: Path) -> Path:
             continue
         (private / f"{raw.name}{suffix}").write_bytes(data)
     out = private / src.name
-    s = sqlite3.connect(raw)  # read-write: a hot journal is rolled back in the private copy
-    try:
-        d = sqlite3.connect(out)
-        try:
-            s.backup(d)
-        finally:
-            d.close()
-    finally:
-        s.close()
+    render.sqlite_copy(raw, out, read_only=False)  # a hot journal is rolled back in the private copy
     return out
 
 
